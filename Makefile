@@ -1,0 +1,46 @@
+# infrawatch — the front door. `make help` lists the targets.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PYO3_PYTHON := $(abspath $(PY))
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@grep -hE '^[a-z-]+:.*?## ' $(MAKEFILE_LIST) | awk -F':.*?## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+.PHONY: setup
+setup: ## install Debian packages, the venv, Python deps and the release build
+	@bash scripts/setup.sh
+
+.PHONY: run
+run: setup ## the main job (for now: the benchmark suite)
+	$(PY) -m pytest benches --benchmark-only --benchmark-columns=min,median,mean,ops,rounds --benchmark-group-by=group
+
+.PHONY: lint
+lint: setup ## cargo fmt/clippy, ruff, mypy and the stub check
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -q -- -D warnings
+	$(VENV)/bin/ruff check pysrc tests benches
+	$(VENV)/bin/ruff format --check pysrc tests benches
+	$(VENV)/bin/mypy
+	$(PY) -m mypy.stubtest infrawatch._core --allowlist .mypy-stubtest-allowlist
+
+.PHONY: test
+test: setup lint ## everything CI runs: lints, cargo test, pytest (real servers, release build)
+	cargo test --workspace -q --exclude infrawatch-py
+	$(PY) -m pytest tests -q
+
+.PHONY: bench
+bench: setup ## pytest-benchmark suites (release build)
+	$(PY) -m pytest benches --benchmark-only --benchmark-group-by=group
+
+.PHONY: fuzz
+fuzz: ## run the decoder fuzz target for FUZZ_SECONDS (default 600)
+	cd core_rs/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode -- -max_total_time=$${FUZZ_SECONDS:-600}
+
+.PHONY: clean
+clean: ## remove build outputs (keeps the venv)
+	cargo clean
+	rm -f pysrc/infrawatch/_core*.so

@@ -1,0 +1,1 @@
+//! InfluxDB line protocol writing with correct escaping.

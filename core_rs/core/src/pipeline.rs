@@ -1,0 +1,1 @@
+//! The fused hot path: decode → rate-limit → features → scores → risk → line protocol.

@@ -1,0 +1,1 @@
+//! Risk levels from model outputs (DESIGN.md §3).

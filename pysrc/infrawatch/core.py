@@ -1,0 +1,21 @@
+"""The typed public face of the Rust core (`infrawatch._core`). See DESIGN.md §2."""
+
+from infrawatch._core import (
+    FeatureStore,
+    Pipeline,
+    ProcessResult,
+    ReadingBatch,
+    TokenBucket,
+    TreeEnsemble,
+    decode,
+)
+
+__all__ = [
+    "FeatureStore",
+    "Pipeline",
+    "ProcessResult",
+    "ReadingBatch",
+    "TokenBucket",
+    "TreeEnsemble",
+    "decode",
+]
