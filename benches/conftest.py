@@ -1,0 +1,1 @@
+"""Benchmarks run against the release build; each group pits the Rust core against what a user would pick."""
