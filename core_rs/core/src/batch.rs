@@ -63,7 +63,10 @@ impl ReadingBatch {
     /// The column of a field by name, if any reading in the batch has it.
     #[must_use]
     pub fn field(&self, name: &str) -> Option<&[f64]> {
-        self.fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+        self.fields
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_slice())
     }
 
     pub fn field_names(&self) -> impl Iterator<Item = &str> {

@@ -10,28 +10,116 @@ pub struct FieldSpec {
 
 /// Every canonical field, in a fixed order (the column order of decoded batches).
 pub const CANONICAL_FIELDS: &[FieldSpec] = &[
-    FieldSpec { name: "pressure_bar", unit: "bar", aliases: &["pressure"] },
-    FieldSpec { name: "flow_rate_lps", unit: "L/s", aliases: &["flow", "flow_rate"] },
-    FieldSpec { name: "temperature_c", unit: "°C", aliases: &["temp", "temperature"] },
-    FieldSpec { name: "total_flow_m3", unit: "m³", aliases: &["total_flow", "volume"] },
-    FieldSpec { name: "ph", unit: "pH", aliases: &[] },
-    FieldSpec { name: "turbidity_ntu", unit: "NTU", aliases: &["turbidity"] },
-    FieldSpec { name: "dissolved_oxygen_mgl", unit: "mg/L", aliases: &["dissolved_oxygen", "do"] },
-    FieldSpec { name: "conductivity_uscm", unit: "µS/cm", aliases: &["conductivity"] },
-    FieldSpec { name: "chlorine_mgl", unit: "mg/L", aliases: &["chlorine"] },
-    FieldSpec { name: "redox_mv", unit: "mV", aliases: &["redox"] },
-    FieldSpec { name: "nitrate_mgl", unit: "mg/L", aliases: &["nitrates"] },
-    FieldSpec { name: "phosphate_mgl", unit: "mg/L", aliases: &["phosphates"] },
-    FieldSpec { name: "heavy_metals_ugl", unit: "µg/L", aliases: &["heavy_metals"] },
-    FieldSpec { name: "energy_kwh", unit: "kWh", aliases: &["kwh"] },
-    FieldSpec { name: "voltage_v", unit: "V", aliases: &["voltage"] },
-    FieldSpec { name: "current_a", unit: "A", aliases: &["current"] },
-    FieldSpec { name: "power_factor", unit: "", aliases: &[] },
-    FieldSpec { name: "occupancy", unit: "persons", aliases: &[] },
-    FieldSpec { name: "outdoor_temperature_c", unit: "°C", aliases: &[] },
-    FieldSpec { name: "humidity_pct", unit: "%", aliases: &[] },
-    FieldSpec { name: "battery_level", unit: "%", aliases: &["battery"] },
-    FieldSpec { name: "signal_strength_dbm", unit: "dBm", aliases: &["signal_strength", "rssi"] },
+    FieldSpec {
+        name: "pressure_bar",
+        unit: "bar",
+        aliases: &["pressure"],
+    },
+    FieldSpec {
+        name: "flow_rate_lps",
+        unit: "L/s",
+        aliases: &["flow", "flow_rate"],
+    },
+    FieldSpec {
+        name: "temperature_c",
+        unit: "°C",
+        aliases: &["temp", "temperature"],
+    },
+    FieldSpec {
+        name: "total_flow_m3",
+        unit: "m³",
+        aliases: &["total_flow", "volume"],
+    },
+    FieldSpec {
+        name: "ph",
+        unit: "pH",
+        aliases: &[],
+    },
+    FieldSpec {
+        name: "turbidity_ntu",
+        unit: "NTU",
+        aliases: &["turbidity"],
+    },
+    FieldSpec {
+        name: "dissolved_oxygen_mgl",
+        unit: "mg/L",
+        aliases: &["dissolved_oxygen", "do"],
+    },
+    FieldSpec {
+        name: "conductivity_uscm",
+        unit: "µS/cm",
+        aliases: &["conductivity"],
+    },
+    FieldSpec {
+        name: "chlorine_mgl",
+        unit: "mg/L",
+        aliases: &["chlorine"],
+    },
+    FieldSpec {
+        name: "redox_mv",
+        unit: "mV",
+        aliases: &["redox"],
+    },
+    FieldSpec {
+        name: "nitrate_mgl",
+        unit: "mg/L",
+        aliases: &["nitrates"],
+    },
+    FieldSpec {
+        name: "phosphate_mgl",
+        unit: "mg/L",
+        aliases: &["phosphates"],
+    },
+    FieldSpec {
+        name: "heavy_metals_ugl",
+        unit: "µg/L",
+        aliases: &["heavy_metals"],
+    },
+    FieldSpec {
+        name: "energy_kwh",
+        unit: "kWh",
+        aliases: &["kwh"],
+    },
+    FieldSpec {
+        name: "voltage_v",
+        unit: "V",
+        aliases: &["voltage"],
+    },
+    FieldSpec {
+        name: "current_a",
+        unit: "A",
+        aliases: &["current"],
+    },
+    FieldSpec {
+        name: "power_factor",
+        unit: "",
+        aliases: &[],
+    },
+    FieldSpec {
+        name: "occupancy",
+        unit: "persons",
+        aliases: &[],
+    },
+    FieldSpec {
+        name: "outdoor_temperature_c",
+        unit: "°C",
+        aliases: &[],
+    },
+    FieldSpec {
+        name: "humidity_pct",
+        unit: "%",
+        aliases: &[],
+    },
+    FieldSpec {
+        name: "battery_level",
+        unit: "%",
+        aliases: &["battery"],
+    },
+    FieldSpec {
+        name: "signal_strength_dbm",
+        unit: "dBm",
+        aliases: &["signal_strength", "rssi"],
+    },
 ];
 
 /// Resolve a payload key (any case, canonical name or alias) to its canonical field index.
@@ -87,7 +175,12 @@ impl Kind {
     #[must_use]
     pub fn model_fields(self) -> &'static [&'static str] {
         match self {
-            Kind::WaterFlow => &["pressure_bar", "flow_rate_lps", "temperature_c", "total_flow_m3"],
+            Kind::WaterFlow => &[
+                "pressure_bar",
+                "flow_rate_lps",
+                "temperature_c",
+                "total_flow_m3",
+            ],
             Kind::WaterQuality => &[
                 "ph",
                 "turbidity_ntu",
@@ -116,9 +209,18 @@ mod tests {
 
     #[test]
     fn aliases_resolve_case_insensitively() {
-        assert_eq!(canonical_index("pH").map(|i| CANONICAL_FIELDS[i].name), Some("ph"));
-        assert_eq!(canonical_index("Temp").map(|i| CANONICAL_FIELDS[i].name), Some("temperature_c"));
-        assert_eq!(canonical_index("RSSI").map(|i| CANONICAL_FIELDS[i].name), Some("signal_strength_dbm"));
+        assert_eq!(
+            canonical_index("pH").map(|i| CANONICAL_FIELDS[i].name),
+            Some("ph")
+        );
+        assert_eq!(
+            canonical_index("Temp").map(|i| CANONICAL_FIELDS[i].name),
+            Some("temperature_c")
+        );
+        assert_eq!(
+            canonical_index("RSSI").map(|i| CANONICAL_FIELDS[i].name),
+            Some("signal_strength_dbm")
+        );
         assert_eq!(canonical_index("nope"), None);
     }
 

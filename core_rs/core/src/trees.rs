@@ -8,12 +8,43 @@ pub enum TreeError {
 
 #[derive(Debug, Clone)]
 pub struct Ensemble {
-    pub feature_names: Vec<String>,
+    feature_names: Vec<String>,
 }
 
 impl Ensemble {
     #[must_use]
     pub fn n_features(&self) -> usize {
         self.feature_names.len()
+    }
+
+    #[must_use]
+    pub fn feature_names(&self) -> &[String] {
+        &self.feature_names
+    }
+
+    #[must_use]
+    pub fn n_classes(&self) -> usize {
+        0
+    }
+
+    /// # Errors
+    /// Placeholder.
+    pub fn predict_proba(&self, x: &[f64], n_rows: usize) -> Result<Vec<f64>, TreeError> {
+        let _ = (x, n_rows);
+        Err(TreeError::Invalid("not implemented".into()))
+    }
+
+    /// # Errors
+    /// Placeholder.
+    pub fn predict_value(&self, x: &[f64], n_rows: usize) -> Result<Vec<f64>, TreeError> {
+        let _ = (x, n_rows);
+        Err(TreeError::Invalid("not implemented".into()))
+    }
+
+    /// # Errors
+    /// Placeholder.
+    pub fn score_samples(&self, x: &[f64], n_rows: usize) -> Result<Vec<f64>, TreeError> {
+        let _ = (x, n_rows);
+        Err(TreeError::Invalid("not implemented".into()))
     }
 }
