@@ -8,6 +8,7 @@ from infrawatch._core import (
     TokenBucket,
     TreeEnsemble,
     decode,
+    kind_fields,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "TokenBucket",
     "TreeEnsemble",
     "decode",
+    "kind_fields",
 ]
