@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from infrawatch import core
 from tests.utils.factories import (
@@ -378,3 +380,25 @@ def test_zone_policy_override_changes_the_table(models: dict[str, dict[str, Any]
     assert p.fields["risk"] == 3
     assert alert.measurement == "alert"
     assert alert.tags["severity"] == "critical"
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    payloads=st.lists(
+        st.one_of(
+            st.binary(max_size=300),
+            st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(st.text(max_size=12), st.floats() | st.text())),
+        ),
+        max_size=8,
+    ),
+    kind=st.sampled_from(["water_flow", "water_quality", "energy", "gateway", "bogus"]),
+)
+def test_arbitrary_input_never_raises(models: dict[str, dict[str, Any]], payloads: list[bytes], kind: str) -> None:
+    pipe = core.Pipeline(models=models, window=WINDOW, limiter=core.TokenBucket(rate_per_s=5.0, burst=5.0))
+    suffix = "batch" if kind == "gateway" else "telemetry"
+    topics = [f"infrawatch/s/{kind}/x{i}/{suffix}" for i in range(len(payloads))]
+    out = pipe.process(payloads, topics, T0)
+    points = parse(out.line_protocol)
+    assert out.count == sum(p.measurement == "reading" for p in points)
+    failed = {e[0] for e in out.errors}
+    assert failed <= set(range(len(payloads)))

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 __version__: str
+__build_profile__: str
 
 # ---------------------------------------------------------------- decode (section owned by decode)
 
