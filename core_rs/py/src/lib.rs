@@ -13,7 +13,14 @@ mod trees;
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     // benchmarks refuse to measure a debug build
-    m.add("__build_profile__", if cfg!(debug_assertions) { "debug" } else { "release" })?;
+    m.add(
+        "__build_profile__",
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        },
+    )?;
     decode::register(m)?;
     limiter::register(m)?;
     features::register(m)?;
