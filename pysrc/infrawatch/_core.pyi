@@ -12,10 +12,40 @@ __build_profile__: str
 
 # ---------------------------------------------------------------- decode (section owned by decode)
 
-class ReadingBatch: ...
+REASON_CODES: tuple[str, ...]
+"""Every reason code `decode` can report (docs/reason-codes.md)."""
+
+class ReadingBatch:
+    """Decoded readings in columns; immutable, attributes built on first access and cached."""
+
+    def __len__(self) -> int: ...
+    @property
+    def messages(self) -> int:
+        """Number of input messages."""
+    @property
+    def sensor_id(self) -> list[str]: ...
+    @property
+    def kind(self) -> list[str]: ...
+    @property
+    def site(self) -> list[str]: ...
+    @property
+    def zone(self) -> list[str]: ...
+    @property
+    def timestamp_ns(self) -> npt.NDArray[np.int64]: ...
+    @property
+    def fields(self) -> dict[str, npt.NDArray[np.float64]]:
+        """Canonical columns first (fixed order), then unknown fields; NaN where missing."""
+    @property
+    def source(self) -> npt.NDArray[np.int32]:
+        """Index of the input message each reading came from."""
+    @property
+    def errors(self) -> list[tuple[int, str, str]]:
+        """`(input index, reason code, message)` per rejected message or gateway element."""
 
 def decode(
-    payloads: Sequence[bytes], topics: Sequence[str] | None = None, received_ns: int | None = None
+    payloads: Sequence[bytes | bytearray | memoryview],
+    topics: Sequence[str] | None = None,
+    received_ns: int | None = None,
 ) -> ReadingBatch: ...
 
 # ---------------------------------------------------------------- end decode

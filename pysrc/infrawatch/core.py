@@ -1,6 +1,7 @@
 """The typed public face of the Rust core (`infrawatch._core`). See DESIGN.md §2."""
 
 from infrawatch._core import (
+    REASON_CODES,
     FeatureStore,
     Pipeline,
     ProcessResult,
@@ -12,6 +13,7 @@ from infrawatch._core import (
 )
 
 __all__ = [
+    "REASON_CODES",
     "FeatureStore",
     "Pipeline",
     "ProcessResult",

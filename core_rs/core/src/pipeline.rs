@@ -683,7 +683,7 @@ fn write_reading(w: &mut LineWriter, batch: &ReadingBatch, i: usize, verdict: Op
     w.tag("sensor_id", batch.sensor_id(i));
     w.tag("site", batch.site(i));
     w.tag("zone", batch.zone(i));
-    for (name, col) in &batch.fields {
+    for (name, col) in batch.fields() {
         w.field_f64(name, col[i]);
     }
     if let Some(v) = verdict {

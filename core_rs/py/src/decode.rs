@@ -1,5 +1,276 @@
-use pyo3::prelude::*;
+//! `decode(payloads, topics=None, received_ns=None)` and the `ReadingBatch` class.
+//!
+//! Inputs are borrowed (`bytes`) or copied (`bytearray`, other buffers) before the GIL is
+//! released; outputs are built on first access and cached, with site, zone, kind and reason
+//! strings shared between rows.
 
-pub fn register(_m: &Bound<'_, PyModule>) -> PyResult<()> {
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use infrawatch_core::batch::ReadingBatch;
+use infrawatch_core::decode::{decode as decode_core, REASON_CODES};
+use infrawatch_core::fields::Kind;
+use numpy::PyArray1;
+use pyo3::buffer::PyBuffer;
+use pyo3::exceptions::{PyTypeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
+use pyo3::types::{PyByteArray, PyBytes, PyDict, PyList, PyString, PyTuple};
+
+/// Decoded readings in columns (DESIGN.md §2). Immutable; each attribute is built once.
+#[pyclass(name = "ReadingBatch", module = "infrawatch._core", frozen)]
+pub struct PyReadingBatch {
+    inner: ReadingBatch,
+    sensor_id: PyOnceLock<Py<PyList>>,
+    kind: PyOnceLock<Py<PyList>>,
+    site: PyOnceLock<Py<PyList>>,
+    zone: PyOnceLock<Py<PyList>>,
+    timestamp_ns: PyOnceLock<Py<PyArray1<i64>>>,
+    fields: PyOnceLock<Py<PyDict>>,
+    source: PyOnceLock<Py<PyArray1<i32>>>,
+    errors: PyOnceLock<Py<PyList>>,
+}
+
+impl PyReadingBatch {
+    #[must_use]
+    pub fn new(inner: ReadingBatch) -> Self {
+        PyReadingBatch {
+            inner,
+            sensor_id: PyOnceLock::new(),
+            kind: PyOnceLock::new(),
+            site: PyOnceLock::new(),
+            zone: PyOnceLock::new(),
+            timestamp_ns: PyOnceLock::new(),
+            fields: PyOnceLock::new(),
+            source: PyOnceLock::new(),
+            errors: PyOnceLock::new(),
+        }
+    }
+
+    /// The core batch, for the other kernels' bindings (`FeatureStore.update(batch)`).
+    #[must_use]
+    pub fn batch(&self) -> &ReadingBatch {
+        &self.inner
+    }
+
+    /// A list of interned strings picked by `ids` (sites or zones).
+    fn interned_list(&self, py: Python<'_>, ids: &[u32]) -> PyResult<Py<PyList>> {
+        let table: Vec<Bound<'_, PyString>> =
+            self.inner.interned().iter().map(|s| PyString::new(py, s)).collect();
+        let empty = PyString::new(py, "");
+        let items = ids.iter().map(|&i| table.get(i as usize).unwrap_or(&empty));
+        Ok(PyList::new(py, items)?.unbind())
+    }
+}
+
+#[pymethods]
+impl PyReadingBatch {
+    fn __len__(&self) -> usize {
+        self.inner.len()
+    }
+
+    fn __repr__(&self) -> String {
+        let b = &self.inner;
+        let mut counts = [0usize; 3];
+        for k in b.kinds() {
+            counts[Kind::ALL.iter().position(|x| x == k).unwrap_or(0)] += 1;
+        }
+        let kinds: Vec<String> = Kind::ALL
+            .iter()
+            .zip(counts)
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{}={n}", k.as_str()))
+            .collect();
+        let fields: Vec<&str> = b.field_names().collect();
+        format!(
+            "ReadingBatch({} readings from {} messages, {} errors; kinds: {}; fields: {})",
+            b.len(),
+            b.messages,
+            b.errors.len(),
+            if kinds.is_empty() { "-".into() } else { kinds.join(", ") },
+            if fields.is_empty() { "-".into() } else { fields.join(", ") },
+        )
+    }
+
+    /// Number of input messages.
+    #[getter]
+    fn messages(&self) -> usize {
+        self.inner.messages
+    }
+
+    #[getter]
+    fn sensor_id(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        self.sensor_id
+            .get_or_try_init(py, || Ok::<_, PyErr>(PyList::new(py, self.inner.sensor_ids())?.unbind()))
+            .map(|l| l.clone_ref(py))
+    }
+
+    #[getter]
+    fn kind(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        self.kind
+            .get_or_try_init(py, || {
+                let names = Kind::ALL.map(|k| PyString::intern(py, k.as_str()));
+                let items = self
+                    .inner
+                    .kinds()
+                    .iter()
+                    .map(|k| &names[Kind::ALL.iter().position(|x| x == k).unwrap_or(0)]);
+                Ok::<_, PyErr>(PyList::new(py, items)?.unbind())
+            })
+            .map(|l| l.clone_ref(py))
+    }
+
+    #[getter]
+    fn site(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        self.site
+            .get_or_try_init(py, || self.interned_list(py, self.inner.site_ids()))
+            .map(|l| l.clone_ref(py))
+    }
+
+    #[getter]
+    fn zone(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        self.zone
+            .get_or_try_init(py, || self.interned_list(py, self.inner.zone_ids()))
+            .map(|l| l.clone_ref(py))
+    }
+
+    #[getter]
+    fn timestamp_ns(&self, py: Python<'_>) -> Py<PyArray1<i64>> {
+        self.timestamp_ns
+            .get_or_init(py, || PyArray1::from_slice(py, &self.inner.timestamp_ns).unbind())
+            .clone_ref(py)
+    }
+
+    #[getter]
+    fn source(&self, py: Python<'_>) -> Py<PyArray1<i32>> {
+        self.source
+            .get_or_init(py, || PyArray1::from_slice(py, &self.inner.source).unbind())
+            .clone_ref(py)
+    }
+
+    /// Canonical columns first (fixed order), then unknown fields; NaN where missing.
+    #[getter]
+    fn fields(&self, py: Python<'_>) -> PyResult<Py<PyDict>> {
+        self.fields
+            .get_or_try_init(py, || {
+                let d = PyDict::new(py);
+                for (name, values) in self.inner.fields() {
+                    d.set_item(PyString::intern(py, name), PyArray1::from_slice(py, values))?;
+                }
+                Ok::<_, PyErr>(d.unbind())
+            })
+            .map(|d| d.clone_ref(py))
+    }
+
+    /// `(input index, reason code, message)` per rejected message or gateway element.
+    #[getter]
+    fn errors(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
+        self.errors
+            .get_or_try_init(py, || {
+                let items = self
+                    .inner
+                    .errors
+                    .iter()
+                    .map(|e| (e.index, PyString::intern(py, e.reason), e.message.as_str()));
+                Ok::<_, PyErr>(PyList::new(py, items)?.unbind())
+            })
+            .map(|l| l.clone_ref(py))
+    }
+}
+
+/// The payload bytes of one message: borrowed from an immutable `bytes`, or copied.
+enum Payload<'py> {
+    Bytes(Bound<'py, PyBytes>),
+    Owned(Vec<u8>),
+}
+
+fn payload<'py>(item: Bound<'py, PyAny>, index: usize) -> PyResult<Payload<'py>> {
+    let item = match item.cast_into::<PyBytes>() {
+        Ok(b) => return Ok(Payload::Bytes(b)),
+        Err(e) => e.into_inner(),
+    };
+    // A bytearray (or any writable buffer) can change while the GIL is released: copy it.
+    if let Ok(b) = item.cast::<PyByteArray>() {
+        return Ok(Payload::Owned(b.to_vec()));
+    }
+    if !item.is_instance_of::<PyString>() {
+        if let Ok(buf) = PyBuffer::<u8>::get(&item) {
+            return Ok(Payload::Owned(buf.to_vec(item.py())?));
+        }
+    }
+    Err(PyTypeError::new_err(format!(
+        "payloads[{index}] is {}, not bytes, bytearray or memoryview",
+        item.get_type().name()?
+    )))
+}
+
+/// Decode MQTT/HTTP payloads into a columnar `ReadingBatch` (see DESIGN.md §1–2 and
+/// docs/reason-codes.md). `topics`, when given, must have one topic per payload;
+/// `received_ns` (default: now) stands in for missing timestamps.
+#[pyfunction]
+#[pyo3(signature = (payloads, topics = None, received_ns = None))]
+fn decode(
+    py: Python<'_>,
+    payloads: &Bound<'_, PyAny>,
+    topics: Option<&Bound<'_, PyAny>>,
+    received_ns: Option<i64>,
+) -> PyResult<PyReadingBatch> {
+    if payloads.is_instance_of::<PyBytes>() || payloads.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err("payloads must be a sequence of bytes objects, not a single one"));
+    }
+    let mut held = Vec::with_capacity(payloads.len().unwrap_or(0));
+    for (i, item) in payloads.try_iter()?.enumerate() {
+        held.push(payload(item?, i)?);
+    }
+    let slices: Vec<&[u8]> = held
+        .iter()
+        .map(|p| match p {
+            Payload::Bytes(b) => b.as_bytes(),
+            Payload::Owned(v) => v.as_slice(),
+        })
+        .collect();
+
+    let topic_text = match topics {
+        None => None,
+        Some(t) => {
+            if t.is_instance_of::<PyString>() {
+                return Err(PyTypeError::new_err("topics must be a sequence of str, not a single str"));
+            }
+            let mut held = Vec::with_capacity(slices.len());
+            for item in t.try_iter()? {
+                let s = item?.cast_into::<PyString>().map_err(|e| {
+                    PyTypeError::new_err(format!("topics must be str, not {}", e.into_inner().get_type()))
+                })?;
+                held.push(s);
+            }
+            if held.len() != slices.len() {
+                return Err(PyValueError::new_err(format!(
+                    "got {} topics for {} payloads; pass one topic per payload",
+                    held.len(),
+                    slices.len()
+                )));
+            }
+            Some(held)
+        }
+    };
+    // A str with lone surrogates cannot come from MQTT; its replacement text fails as bad_topic.
+    let topic_strs: Option<Vec<std::borrow::Cow<'_, str>>> =
+        topic_text.as_ref().map(|v| v.iter().map(|s| s.to_string_lossy()).collect());
+    let topic_refs: Option<Vec<&str>> = topic_strs.as_ref().map(|v| v.iter().map(AsRef::as_ref).collect());
+
+    let received_ns = received_ns.unwrap_or_else(now_ns);
+    let batch = py.detach(|| decode_core(&slices, topic_refs.as_deref(), received_ns));
+    Ok(PyReadingBatch::new(batch))
+}
+
+fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}
+
+pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyReadingBatch>()?;
+    m.add_function(wrap_pyfunction!(decode, m)?)?;
+    m.add("REASON_CODES", PyTuple::new(m.py(), REASON_CODES)?)?;
     Ok(())
 }

@@ -1,0 +1,725 @@
+//! A zero-copy JSON scanner specialised for sensor payloads: it validates the whole document
+//! (RFC 8259 plus Python's `NaN`/`Infinity`/`-Infinity` tokens, reported as [`ValueType::NonFinite`]
+//! so the reading can be rejected with `bad_value` rather than `invalid_json`) while the reading
+//! parser pulls only the tokens it needs. Nothing is allocated; strings and numbers are slices of
+//! the payload.
+
+/// Containers nested deeper than this are rejected (a bound on work and on recursion).
+pub const MAX_DEPTH: u32 = 16;
+
+/// Why the payload is not JSON, and where.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyntaxError {
+    pub pos: usize,
+    pub what: &'static str,
+}
+
+pub type PResult<T> = Result<T, SyntaxError>;
+
+/// The type of a JSON value, as seen from its first byte (and, for numbers, their value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    Object,
+    Array,
+    String,
+    Number,
+    Bool,
+    Null,
+    /// `NaN`, `Infinity` or `-Infinity`: not JSON, but what Python's `json.dumps` writes.
+    NonFinite,
+}
+
+impl ValueType {
+    /// The name used in error messages.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::Object => "an object",
+            ValueType::Array => "an array",
+            ValueType::String => "a string",
+            ValueType::Number => "a number",
+            ValueType::Bool => "a boolean",
+            ValueType::Null => "null",
+            ValueType::NonFinite => "a non-finite number",
+        }
+    }
+}
+
+/// A scanned string: the bytes between the quotes, validated (escapes well formed, UTF-8 valid,
+/// no raw control characters). When `escaped`, [`JStr::unescape_into`] gives the text.
+#[derive(Debug, Clone, Copy)]
+pub struct JStr<'a> {
+    pub raw: &'a [u8],
+    pub escaped: bool,
+}
+
+impl<'a> JStr<'a> {
+    /// The text when there are no escapes (always valid UTF-8: the scanner checked it).
+    #[must_use]
+    pub fn plain(&self) -> Option<&'a str> {
+        if self.escaped {
+            None
+        } else {
+            std::str::from_utf8(self.raw).ok()
+        }
+    }
+
+    /// Append the decoded text to `out` (escapes resolved).
+    pub fn unescape_into(&self, out: &mut String) {
+        if !self.escaped {
+            out.push_str(std::str::from_utf8(self.raw).unwrap_or(""));
+            return;
+        }
+        unescape(self.raw, out);
+    }
+}
+
+/// A scanned number: its text plus, for the fast paths, up to 19 significant decimal digits
+/// (`mantissa`) and the power of ten that scales them (`exp10`).
+#[derive(Debug, Clone, Copy)]
+pub struct Num<'a> {
+    pub raw: &'a [u8],
+    pub negative: bool,
+    pub mantissa: u64,
+    /// Number of significant digits held in `mantissa` (leading zeros excluded).
+    pub digits: u32,
+    pub exp10: i32,
+    /// More than 19 significant digits: `mantissa`/`exp10` are a truncation of the value.
+    pub truncated: bool,
+    /// No fraction and no exponent in the text.
+    pub integer: bool,
+}
+
+const POW10: [f64; 23] = [
+    1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+];
+
+impl Num<'_> {
+    /// The nearest f64 (correctly rounded; ±inf when it overflows).
+    #[must_use]
+    pub fn to_f64(&self) -> f64 {
+        // Clinger's fast path: both the mantissa and the power of ten are exact doubles, so one
+        // IEEE multiplication or division rounds correctly. Typical sensor values take it.
+        if !self.truncated && self.mantissa <= (1u64 << 53) && (-22..=22).contains(&self.exp10) {
+            #[allow(clippy::cast_precision_loss)] // exact: mantissa ≤ 2^53
+            let m = self.mantissa as f64;
+            #[allow(clippy::cast_sign_loss)]
+            let v = if self.exp10 < 0 {
+                m / POW10[(-self.exp10) as usize]
+            } else {
+                m * POW10[self.exp10 as usize]
+            };
+            return if self.negative { -v } else { v };
+        }
+        // The JSON number grammar is a subset of Rust's float syntax.
+        std::str::from_utf8(self.raw)
+            .ok()
+            .and_then(|s| s.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    }
+}
+
+/// Byte classes inside a string: 0 plain ASCII, 1 quote, 2 backslash, 3 control, 4 non-ASCII.
+static STR_CLASS: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = if i < 0x20 {
+            3
+        } else if i == b'"' as usize {
+            1
+        } else if i == b'\\' as usize {
+            2
+        } else if i >= 0x80 {
+            4
+        } else {
+            0
+        };
+        i += 1;
+    }
+    t
+};
+
+/// A cursor over one payload.
+pub struct Scanner<'a> {
+    buf: &'a [u8],
+    pos: usize,
+    depth: u32,
+}
+
+impl<'a> Scanner<'a> {
+    #[must_use]
+    pub fn new(buf: &'a [u8]) -> Self {
+        Scanner {
+            buf,
+            pos: 0,
+            depth: 0,
+        }
+    }
+
+    #[must_use]
+    pub fn pos(&self) -> usize {
+        self.pos
+    }
+
+    fn fail<T>(&self, what: &'static str) -> PResult<T> {
+        Err(SyntaxError {
+            pos: self.pos,
+            what,
+        })
+    }
+
+    #[inline]
+    fn byte(&self) -> Option<u8> {
+        self.buf.get(self.pos).copied()
+    }
+
+    #[inline]
+    fn skip_ws(&mut self) {
+        while let Some(&b) = self.buf.get(self.pos) {
+            if b == b' ' || b == b'\n' || b == b'\r' || b == b'\t' {
+                self.pos += 1;
+            } else {
+                break;
+            }
+        }
+    }
+
+    /// The next non-whitespace byte, not consumed.
+    #[inline]
+    pub fn peek(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.byte()
+    }
+
+    /// True when only whitespace remains.
+    pub fn at_end(&mut self) -> bool {
+        self.skip_ws();
+        self.pos >= self.buf.len()
+    }
+
+    fn enter(&mut self) -> PResult<()> {
+        self.depth += 1;
+        if self.depth > MAX_DEPTH {
+            return self.fail("nested deeper than 16 levels");
+        }
+        Ok(())
+    }
+
+    /// Consume `{` (the caller has peeked it) and return the first key, or `None` for `{}`.
+    pub fn begin_object(&mut self) -> PResult<Option<JStr<'a>>> {
+        self.enter()?;
+        self.pos += 1;
+        match self.peek() {
+            Some(b'}') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(None)
+            }
+            Some(b'"') => self.key().map(Some),
+            _ => self.fail("expected a key or '}'"),
+        }
+    }
+
+    /// After a member's value: the next key, or `None` at the closing `}`.
+    pub fn next_key(&mut self) -> PResult<Option<JStr<'a>>> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                if self.peek() == Some(b'"') {
+                    self.key().map(Some)
+                } else {
+                    self.fail("expected a key after ','")
+                }
+            }
+            Some(b'}') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(None)
+            }
+            _ => self.fail("expected ',' or '}'"),
+        }
+    }
+
+    fn key(&mut self) -> PResult<JStr<'a>> {
+        let k = self.string()?;
+        if self.peek() != Some(b':') {
+            return self.fail("expected ':'");
+        }
+        self.pos += 1;
+        Ok(k)
+    }
+
+    /// Consume `[` (peeked by the caller); true when an element follows, false for `[]`.
+    pub fn begin_array(&mut self) -> PResult<bool> {
+        self.enter()?;
+        self.pos += 1;
+        if self.peek() == Some(b']') {
+            self.pos += 1;
+            self.depth -= 1;
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After an element: true when another follows, false at the closing `]`.
+    pub fn next_element(&mut self) -> PResult<bool> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                Ok(true)
+            }
+            Some(b']') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            _ => self.fail("expected ',' or ']'"),
+        }
+    }
+
+    /// The type of the next value, from its first byte (not consumed). Errors on a byte that
+    /// cannot start a value.
+    pub fn peek_type(&mut self) -> PResult<ValueType> {
+        Ok(match self.peek() {
+            Some(b'{') => ValueType::Object,
+            Some(b'[') => ValueType::Array,
+            Some(b'"') => ValueType::String,
+            Some(b'-') if self.buf.get(self.pos + 1) == Some(&b'I') => ValueType::NonFinite,
+            Some(b'-' | b'0'..=b'9') => ValueType::Number,
+            Some(b't' | b'f') => ValueType::Bool,
+            Some(b'n') => ValueType::Null,
+            Some(b'N' | b'I') => ValueType::NonFinite,
+            None => return self.fail("unexpected end of input"),
+            Some(_) => return self.fail("unexpected character"),
+        })
+    }
+
+    /// Scan a string value (the next non-whitespace byte must be `"`).
+    pub fn string(&mut self) -> PResult<JStr<'a>> {
+        if self.peek() != Some(b'"') {
+            return self.fail("expected a string");
+        }
+        let buf = self.buf;
+        let start = self.pos + 1;
+        let mut i = start;
+        let mut escaped = false;
+        let mut ascii = true;
+        loop {
+            while i < buf.len() && STR_CLASS[buf[i] as usize] == 0 {
+                i += 1;
+            }
+            let Some(&b) = buf.get(i) else {
+                self.pos = i;
+                return self.fail("unterminated string");
+            };
+            match STR_CLASS[b as usize] {
+                1 => break,
+                2 => {
+                    escaped = true;
+                    i = self.escape(i)?;
+                }
+                3 => {
+                    self.pos = i;
+                    return self.fail("control character in string");
+                }
+                _ => {
+                    ascii = false;
+                    i += 1;
+                }
+            }
+        }
+        let raw = &buf[start..i];
+        if !ascii && std::str::from_utf8(raw).is_err() {
+            self.pos = start;
+            return self.fail("invalid UTF-8 in string");
+        }
+        self.pos = i + 1;
+        Ok(JStr { raw, escaped })
+    }
+
+    /// Validate the escape at `i` (a backslash); return the index after it.
+    fn escape(&mut self, i: usize) -> PResult<usize> {
+        let buf = self.buf;
+        match buf.get(i + 1) {
+            Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => Ok(i + 2),
+            Some(b'u') => {
+                let Some(hi) = hex4(buf, i + 2) else {
+                    self.pos = i;
+                    return self.fail("bad \\u escape");
+                };
+                if (0xDC00..0xE000).contains(&hi) {
+                    self.pos = i;
+                    return self.fail("lone low surrogate");
+                }
+                if !(0xD800..0xDC00).contains(&hi) {
+                    return Ok(i + 6);
+                }
+                // A high surrogate must be followed by an escaped low surrogate.
+                let lo = if buf.get(i + 6) == Some(&b'\\') && buf.get(i + 7) == Some(&b'u') {
+                    hex4(buf, i + 8)
+                } else {
+                    None
+                };
+                match lo {
+                    Some(lo) if (0xDC00..0xE000).contains(&lo) => Ok(i + 12),
+                    _ => {
+                        self.pos = i;
+                        self.fail("lone high surrogate")
+                    }
+                }
+            }
+            _ => {
+                self.pos = i;
+                self.fail("bad escape")
+            }
+        }
+    }
+
+    /// Scan a number (the next non-whitespace byte must be `-` or a digit).
+    pub fn number(&mut self) -> PResult<Num<'a>> {
+        self.skip_ws();
+        let buf = self.buf;
+        let start = self.pos;
+        let mut i = start;
+        let negative = buf.get(i) == Some(&b'-');
+        if negative {
+            i += 1;
+        }
+        let mut mantissa: u64 = 0;
+        let mut digits: u32 = 0;
+        let mut exp10: i64 = 0;
+        let mut truncated = false;
+        // Integer part: `0` or a non-zero digit followed by digits.
+        match buf.get(i) {
+            Some(b'0') => {
+                i += 1;
+                if matches!(buf.get(i), Some(b'0'..=b'9')) {
+                    self.pos = i;
+                    return self.fail("leading zero in number");
+                }
+            }
+            Some(b'1'..=b'9') => {
+                while let Some(&d @ b'0'..=b'9') = buf.get(i) {
+                    if digits < 19 {
+                        mantissa = mantissa * 10 + u64::from(d - b'0');
+                        digits += 1;
+                    } else {
+                        truncated |= d != b'0';
+                        exp10 += 1;
+                    }
+                    i += 1;
+                }
+            }
+            _ => {
+                self.pos = i;
+                return self.fail("bad number");
+            }
+        }
+        let mut integer = true;
+        if buf.get(i) == Some(&b'.') {
+            integer = false;
+            i += 1;
+            if !matches!(buf.get(i), Some(b'0'..=b'9')) {
+                self.pos = i;
+                return self.fail("expected a digit after '.'");
+            }
+            while let Some(&d @ b'0'..=b'9') = buf.get(i) {
+                if digits == 0 && d == b'0' {
+                    exp10 -= 1; // a leading zero of the fraction: not significant
+                } else if digits < 19 {
+                    mantissa = mantissa * 10 + u64::from(d - b'0');
+                    digits += 1;
+                    exp10 -= 1;
+                } else {
+                    truncated |= d != b'0';
+                }
+                i += 1;
+            }
+        }
+        if matches!(buf.get(i), Some(b'e' | b'E')) {
+            integer = false;
+            i += 1;
+            let exp_negative = match buf.get(i) {
+                Some(b'-') => {
+                    i += 1;
+                    true
+                }
+                Some(b'+') => {
+                    i += 1;
+                    false
+                }
+                _ => false,
+            };
+            if !matches!(buf.get(i), Some(b'0'..=b'9')) {
+                self.pos = i;
+                return self.fail("expected a digit in exponent");
+            }
+            let mut e: i64 = 0;
+            while let Some(&d @ b'0'..=b'9') = buf.get(i) {
+                e = (e * 10 + i64::from(d - b'0')).min(1_000_000); // saturate: only sign matters beyond
+                i += 1;
+            }
+            exp10 += if exp_negative { -e } else { e };
+        }
+        self.pos = i;
+        #[allow(clippy::cast_possible_truncation)] // clamped
+        let exp10 = exp10.clamp(-2_000_000, 2_000_000) as i32;
+        Ok(Num {
+            raw: &buf[start..i],
+            negative,
+            mantissa,
+            digits,
+            exp10,
+            truncated,
+            integer,
+        })
+    }
+
+    /// Consume one of the literals `true`, `false`, `null`, `NaN`, `Infinity`, `-Infinity`.
+    fn literal(&mut self) -> PResult<ValueType> {
+        let rest = &self.buf[self.pos..];
+        let (len, t) = if rest.starts_with(b"true") {
+            (4, ValueType::Bool)
+        } else if rest.starts_with(b"false") {
+            (5, ValueType::Bool)
+        } else if rest.starts_with(b"null") {
+            (4, ValueType::Null)
+        } else if rest.starts_with(b"NaN") {
+            (3, ValueType::NonFinite)
+        } else if rest.starts_with(b"Infinity") {
+            (8, ValueType::NonFinite)
+        } else if rest.starts_with(b"-Infinity") {
+            (9, ValueType::NonFinite)
+        } else {
+            return self.fail("invalid literal");
+        };
+        self.pos += len;
+        Ok(t)
+    }
+
+    /// Validate and skip the next value of any type; return its type.
+    pub fn skip_value(&mut self) -> PResult<ValueType> {
+        let t = self.peek_type()?;
+        match t {
+            ValueType::Object => {
+                let mut key = self.begin_object()?;
+                while key.is_some() {
+                    self.skip_value()?;
+                    key = self.next_key()?;
+                }
+            }
+            ValueType::Array => {
+                let mut more = self.begin_array()?;
+                while more {
+                    self.skip_value()?;
+                    more = self.next_element()?;
+                }
+            }
+            ValueType::String => {
+                self.string()?;
+            }
+            ValueType::Number => {
+                self.number()?;
+            }
+            ValueType::Bool | ValueType::Null | ValueType::NonFinite => {
+                self.literal()?;
+            }
+        }
+        Ok(t)
+    }
+
+    /// Consume a `null` (peeked by the caller).
+    pub fn null(&mut self) -> PResult<()> {
+        self.literal().map(|_| ())
+    }
+}
+
+fn hex4(buf: &[u8], at: usize) -> Option<u32> {
+    let s = buf.get(at..at + 4)?;
+    let mut v = 0u32;
+    for &b in s {
+        let d = match b {
+            b'0'..=b'9' => b - b'0',
+            b'a'..=b'f' => b - b'a' + 10,
+            b'A'..=b'F' => b - b'A' + 10,
+            _ => return None,
+        };
+        v = v * 16 + u32::from(d);
+    }
+    Some(v)
+}
+
+/// Decode a validated escaped string body into `out`. Written defensively: malformed input
+/// (impossible after the scanner) yields U+FFFD instead of a panic.
+fn unescape(raw: &[u8], out: &mut String) {
+    let mut i = 0;
+    while i < raw.len() {
+        let run_end = raw[i..]
+            .iter()
+            .position(|&b| b == b'\\')
+            .map_or(raw.len(), |p| i + p);
+        out.push_str(std::str::from_utf8(&raw[i..run_end]).unwrap_or("\u{FFFD}"));
+        i = run_end;
+        if i >= raw.len() {
+            break;
+        }
+        let c = match raw.get(i + 1) {
+            Some(b'"') => '"',
+            Some(b'\\') => '\\',
+            Some(b'/') => '/',
+            Some(b'b') => '\u{8}',
+            Some(b'f') => '\u{c}',
+            Some(b'n') => '\n',
+            Some(b'r') => '\r',
+            Some(b't') => '\t',
+            Some(b'u') => {
+                let hi = hex4(raw, i + 2).unwrap_or(0xFFFD);
+                if (0xD800..0xDC00).contains(&hi) {
+                    let lo = hex4(raw, i + 8).unwrap_or(0);
+                    i += 6;
+                    char::from_u32(
+                        0x10000 + ((hi - 0xD800) << 10) + (lo.wrapping_sub(0xDC00) & 0x3FF),
+                    )
+                    .unwrap_or('\u{FFFD}')
+                } else {
+                    char::from_u32(hi).unwrap_or('\u{FFFD}')
+                }
+            }
+            _ => '\u{FFFD}',
+        };
+        out.push(c);
+        i += if raw.get(i + 1) == Some(&b'u') { 6 } else { 2 };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn valid(s: &str) -> bool {
+        let mut sc = Scanner::new(s.as_bytes());
+        sc.skip_value().is_ok() && sc.at_end()
+    }
+
+    #[test]
+    fn accepts_and_rejects_like_a_json_parser() {
+        let good = [
+            "{}",
+            "[]",
+            r#"{"a":[1,2.5,-3e-2,true,false,null,"x\n\u00e9\ud83d\ude00"]}"#,
+            " 0 ",
+            "-0.0e+0",
+            r#""é""#,
+            "[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]",
+        ];
+        for s in good {
+            assert!(valid(s), "{s}");
+            assert!(serde_json::from_str::<serde_json::Value>(s).is_ok(), "{s}");
+        }
+        let bad = [
+            "",
+            "{",
+            "{\"a\"}",
+            "{\"a\":1,}",
+            "[1,]",
+            "01",
+            "1.",
+            "1e",
+            "-",
+            ".5",
+            "\"\\x\"",
+            "\"\\ud800\"",
+            "\"\\udc00x\"",
+            "\"a\u{1}\"",
+            "tru",
+            "{\"a\":1}}",
+            "[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]",
+            "[1 2]",
+            "{\"a\" 1}",
+            "{1:2}",
+        ];
+        for s in bad {
+            assert!(!valid(s), "{s:?}");
+        }
+        // Invalid UTF-8 inside a string.
+        let mut sc = Scanner::new(b"\"\xff\"");
+        assert!(sc.skip_value().is_err());
+    }
+
+    #[test]
+    fn non_finite_tokens_are_typed_not_errors() {
+        for s in ["NaN", "Infinity", "-Infinity"] {
+            let mut sc = Scanner::new(s.as_bytes());
+            assert_eq!(sc.skip_value(), Ok(ValueType::NonFinite));
+            assert!(sc.at_end());
+        }
+    }
+
+    #[test]
+    fn numbers_round_like_std() {
+        let cases = [
+            "0",
+            "-0",
+            "1",
+            "3.2",
+            "125.5",
+            "-45",
+            "0.1",
+            "1e308",
+            "1e309",
+            "-1e400",
+            "4.9e-324",
+            "2e-400",
+            "123456789012345678901234567890",
+            "0.000000000000000000000000123",
+            "9007199254740993",
+            "1.7976931348623157e308",
+            "12345678901234567.5e-3",
+            "7.2",
+            "0.30000000000000004",
+            "1e22",
+            "1e23",
+            "123.456e-5",
+        ];
+        for s in cases {
+            let mut sc = Scanner::new(s.as_bytes());
+            let n = sc.number().unwrap();
+            let want: f64 = s.parse().unwrap();
+            assert_eq!(n.to_f64().to_bits(), want.to_bits(), "{s}");
+        }
+    }
+
+    #[test]
+    fn numbers_fast_path_matches_std_on_many_values() {
+        // Deterministic pseudo-random decimals with few digits, the common sensor shape.
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let int = x % 100_000;
+            let frac = (x >> 20) % 10_000;
+            let s = format!("{int}.{frac:0width$}", width = ((x >> 40) % 5 + 1) as usize);
+            let mut sc = Scanner::new(s.as_bytes());
+            let want: f64 = s.parse().unwrap();
+            assert_eq!(
+                sc.number().unwrap().to_f64().to_bits(),
+                want.to_bits(),
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn unescape_decodes() {
+        let s = r#""a\"b\\c\/d\b\f\n\r\t\u00e9\ud83d\ude00z""#;
+        let mut sc = Scanner::new(s.as_bytes());
+        let j = sc.string().unwrap();
+        let mut out = String::new();
+        j.unescape_into(&mut out);
+        let want: String = serde_json::from_str(s).unwrap();
+        assert_eq!(out, want);
+    }
+}

@@ -1,0 +1,219 @@
+//! Payload keys: the reserved (non-measurement) keys, the canonical fields and their aliases
+//! (case-insensitive), and the rules for the names of unknown measurement fields.
+
+/// What a key means.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Key {
+    SensorId,
+    Kind,
+    Site,
+    /// `facility_zone` or `zone`.
+    Zone,
+    /// `timestamp`, `ts` or `time`.
+    Timestamp,
+    Location,
+    GatewayId,
+    LastCalibration,
+    DeviceMetadata,
+    Measurements,
+    /// A canonical field (index into `CANONICAL_FIELDS`), by name or alias.
+    Field(u8),
+    /// Anything else: an unknown measurement.
+    Other,
+}
+
+impl Key {
+    /// A distinct bit per reserved key, to catch a key given twice (`zone` and `facility_zone`
+    /// count as the same key, as do `timestamp`/`ts`/`time`).
+    #[must_use]
+    pub fn reserved_bit(self) -> u16 {
+        match self {
+            Key::SensorId => 1,
+            Key::Kind => 1 << 1,
+            Key::Site => 1 << 2,
+            Key::Zone => 1 << 3,
+            Key::Timestamp => 1 << 4,
+            Key::Location => 1 << 5,
+            Key::GatewayId => 1 << 6,
+            Key::LastCalibration => 1 << 7,
+            Key::DeviceMetadata => 1 << 8,
+            Key::Measurements => 1 << 9,
+            Key::Field(_) | Key::Other => 0,
+        }
+    }
+}
+
+/// Longest key that can be reserved or canonical; longer keys are `Key::Other` unread.
+const MAX_KNOWN_KEY: usize = 32;
+/// Longest name of an unknown measurement field (InfluxDB accepts far more; dashboards do not).
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Resolve a key (raw bytes, escapes already resolved) case-insensitively.
+#[must_use]
+pub fn resolve(key: &[u8]) -> Key {
+    if key.len() > MAX_KNOWN_KEY {
+        return Key::Other;
+    }
+    let mut buf = [0u8; MAX_KNOWN_KEY];
+    let lower = &mut buf[..key.len()];
+    for (d, s) in lower.iter_mut().zip(key) {
+        *d = s.to_ascii_lowercase();
+    }
+    resolve_lower(lower)
+}
+
+/// Resolve an already lower-cased key. The canonical indices follow `fields::CANONICAL_FIELDS`
+/// (a unit test checks every name and alias against `fields::canonical_index`).
+#[must_use]
+pub fn resolve_lower(key: &[u8]) -> Key {
+    match key {
+        b"sensor_id" => Key::SensorId,
+        b"kind" => Key::Kind,
+        b"site" => Key::Site,
+        b"facility_zone" | b"zone" => Key::Zone,
+        b"timestamp" | b"ts" | b"time" => Key::Timestamp,
+        b"location" => Key::Location,
+        b"gateway_id" => Key::GatewayId,
+        b"last_calibration" => Key::LastCalibration,
+        b"device_metadata" => Key::DeviceMetadata,
+        b"measurements" => Key::Measurements,
+        b"pressure_bar" | b"pressure" => Key::Field(0),
+        b"flow_rate_lps" | b"flow" | b"flow_rate" => Key::Field(1),
+        b"temperature_c" | b"temp" | b"temperature" => Key::Field(2),
+        b"total_flow_m3" | b"total_flow" | b"volume" => Key::Field(3),
+        b"ph" => Key::Field(4),
+        b"turbidity_ntu" | b"turbidity" => Key::Field(5),
+        b"dissolved_oxygen_mgl" | b"dissolved_oxygen" | b"do" => Key::Field(6),
+        b"conductivity_uscm" | b"conductivity" => Key::Field(7),
+        b"chlorine_mgl" | b"chlorine" => Key::Field(8),
+        b"redox_mv" | b"redox" => Key::Field(9),
+        b"nitrate_mgl" | b"nitrates" => Key::Field(10),
+        b"phosphate_mgl" | b"phosphates" => Key::Field(11),
+        b"heavy_metals_ugl" | b"heavy_metals" => Key::Field(12),
+        b"energy_kwh" | b"kwh" => Key::Field(13),
+        b"voltage_v" | b"voltage" => Key::Field(14),
+        b"current_a" | b"current" => Key::Field(15),
+        b"power_factor" => Key::Field(16),
+        b"occupancy" => Key::Field(17),
+        b"outdoor_temperature_c" => Key::Field(18),
+        b"humidity_pct" => Key::Field(19),
+        b"battery_level" | b"battery" => Key::Field(20),
+        b"signal_strength_dbm" | b"signal_strength" | b"rssi" => Key::Field(21),
+        _ => Key::Other,
+    }
+}
+
+/// Names an unknown measurement may not take: the reserved keys, the tag keys, InfluxDB's
+/// `time`, and the verdict fields written on the same point (DESIGN.md §3, §4).
+const RESERVED_NAMES: &[&str] = &[
+    "sensor_id",
+    "kind",
+    "site",
+    "zone",
+    "facility_zone",
+    "timestamp",
+    "ts",
+    "time",
+    "location",
+    "gateway_id",
+    "last_calibration",
+    "device_metadata",
+    "measurements",
+    "leak_probability",
+    "burst_probability",
+    "contamination_probability",
+    "anomaly_score",
+    "expected_kwh",
+    "anomaly_type",
+    "risk",
+    "risk_level",
+    "confidence",
+    "model_version",
+    "severity",
+    "alert_type",
+    "message",
+];
+
+/// Why an unknown field's name is refused, or `None` when `lower` (the lower-cased key) is a
+/// valid name: `[a-z][a-z0-9_]{0,63}` and not reserved.
+#[must_use]
+pub fn unknown_name_problem(lower: &str) -> Option<&'static str> {
+    let b = lower.as_bytes();
+    if b.is_empty() || b.len() > MAX_NAME_LEN {
+        return Some("must be 1 to 64 characters");
+    }
+    if !b[0].is_ascii_lowercase()
+        || !b
+            .iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_')
+    {
+        return Some("must match [a-z][a-z0-9_]* (case-insensitive)");
+    }
+    if RESERVED_NAMES.contains(&lower) {
+        return Some("is reserved");
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fields::{canonical_index, CANONICAL_FIELDS};
+
+    #[test]
+    fn every_canonical_name_and_alias_resolves_like_fields_rs() {
+        for (i, f) in CANONICAL_FIELDS.iter().enumerate() {
+            for name in std::iter::once(&f.name).chain(f.aliases) {
+                assert_eq!(
+                    resolve(name.as_bytes()),
+                    Key::Field(u8::try_from(i).unwrap()),
+                    "{name}"
+                );
+                assert_eq!(
+                    resolve(name.to_ascii_uppercase().as_bytes()),
+                    Key::Field(i as u8),
+                    "{name}"
+                );
+                assert_eq!(canonical_index(name), Some(i));
+            }
+        }
+    }
+
+    #[test]
+    fn resolve_agrees_with_canonical_index_elsewhere() {
+        for k in [
+            "x",
+            "Ph_",
+            "sensor_id",
+            "Timestamp",
+            "TS",
+            "phosphate",
+            "energy",
+            "tempc",
+            "",
+            "do2",
+        ] {
+            let mine = match resolve(k.as_bytes()) {
+                Key::Field(i) => Some(usize::from(i)),
+                _ => None,
+            };
+            assert_eq!(mine, canonical_index(k), "{k}");
+        }
+        assert_eq!(resolve(b"Facility_Zone"), Key::Zone);
+        assert_eq!(resolve(b"TIME"), Key::Timestamp);
+    }
+
+    #[test]
+    fn reserved_names_are_not_canonical_and_are_refused() {
+        for n in RESERVED_NAMES {
+            assert_eq!(canonical_index(n), None, "{n}");
+            assert_eq!(unknown_name_problem(n), Some("is reserved"));
+        }
+        assert_eq!(unknown_name_problem("flow_2"), None);
+        assert!(unknown_name_problem("2flow").is_some());
+        assert!(unknown_name_problem("_x").is_some());
+        assert!(unknown_name_problem("a-b").is_some());
+        assert!(unknown_name_problem(&"a".repeat(64)).is_none());
+        assert!(unknown_name_problem(&"a".repeat(65)).is_some());
+    }
+}
