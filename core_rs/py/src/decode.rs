@@ -54,8 +54,12 @@ impl PyReadingBatch {
 
     /// A list of interned strings picked by `ids` (sites or zones).
     fn interned_list(&self, py: Python<'_>, ids: &[u32]) -> PyResult<Py<PyList>> {
-        let table: Vec<Bound<'_, PyString>> =
-            self.inner.interned().iter().map(|s| PyString::new(py, s)).collect();
+        let table: Vec<Bound<'_, PyString>> = self
+            .inner
+            .interned()
+            .iter()
+            .map(|s| PyString::new(py, s))
+            .collect();
         let empty = PyString::new(py, "");
         let items = ids.iter().map(|&i| table.get(i as usize).unwrap_or(&empty));
         Ok(PyList::new(py, items)?.unbind())
@@ -86,8 +90,16 @@ impl PyReadingBatch {
             b.len(),
             b.messages,
             b.errors.len(),
-            if kinds.is_empty() { "-".into() } else { kinds.join(", ") },
-            if fields.is_empty() { "-".into() } else { fields.join(", ") },
+            if kinds.is_empty() {
+                "-".into()
+            } else {
+                kinds.join(", ")
+            },
+            if fields.is_empty() {
+                "-".into()
+            } else {
+                fields.join(", ")
+            },
         )
     }
 
@@ -100,7 +112,9 @@ impl PyReadingBatch {
     #[getter]
     fn sensor_id(&self, py: Python<'_>) -> PyResult<Py<PyList>> {
         self.sensor_id
-            .get_or_try_init(py, || Ok::<_, PyErr>(PyList::new(py, self.inner.sensor_ids())?.unbind()))
+            .get_or_try_init(py, || {
+                Ok::<_, PyErr>(PyList::new(py, self.inner.sensor_ids())?.unbind())
+            })
             .map(|l| l.clone_ref(py))
     }
 
@@ -136,7 +150,9 @@ impl PyReadingBatch {
     #[getter]
     fn timestamp_ns(&self, py: Python<'_>) -> Py<PyArray1<i64>> {
         self.timestamp_ns
-            .get_or_init(py, || PyArray1::from_slice(py, &self.inner.timestamp_ns).unbind())
+            .get_or_init(py, || {
+                PyArray1::from_slice(py, &self.inner.timestamp_ns).unbind()
+            })
             .clone_ref(py)
     }
 
@@ -203,6 +219,72 @@ fn payload<'py>(item: Bound<'py, PyAny>, index: usize) -> PyResult<Payload<'py>>
     )))
 }
 
+/// The payloads of one call, held (borrowed or copied) for as long as the core reads them.
+pub(crate) struct HeldPayloads<'py>(Vec<Payload<'py>>);
+
+impl HeldPayloads<'_> {
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Plain byte slices: `Send`, so they can cross into `py.detach`.
+    pub(crate) fn slices(&self) -> Vec<&[u8]> {
+        self.0
+            .iter()
+            .map(|p| match p {
+                Payload::Bytes(b) => b.as_bytes(),
+                Payload::Owned(v) => v.as_slice(),
+            })
+            .collect()
+    }
+}
+
+/// Accept any iterable of bytes-like objects (not a single `bytes`/`str`).
+pub(crate) fn hold_payloads<'py>(payloads: &Bound<'py, PyAny>) -> PyResult<HeldPayloads<'py>> {
+    if payloads.is_instance_of::<PyBytes>() || payloads.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "payloads must be a sequence of bytes objects, not a single one",
+        ));
+    }
+    let mut held = Vec::with_capacity(payloads.len().unwrap_or(0));
+    for (i, item) in payloads.try_iter()?.enumerate() {
+        held.push(payload(item?, i)?);
+    }
+    Ok(HeldPayloads(held))
+}
+
+/// One topic per payload, or `None`. A str with lone surrogates cannot come from MQTT; its
+/// replacement text fails later as `bad_topic`.
+pub(crate) fn hold_topics(
+    topics: Option<&Bound<'_, PyAny>>,
+    n_payloads: usize,
+) -> PyResult<Option<Vec<String>>> {
+    let Some(t) = topics else { return Ok(None) };
+    if t.is_instance_of::<PyString>() {
+        return Err(PyTypeError::new_err(
+            "topics must be a sequence of str, not a single str",
+        ));
+    }
+    let mut held = Vec::with_capacity(n_payloads);
+    for item in t.try_iter()? {
+        let s = item?.cast_into::<PyString>().map_err(|e| {
+            PyTypeError::new_err(format!(
+                "topics must be str, not {}",
+                e.into_inner().get_type()
+            ))
+        })?;
+        held.push(s.to_string_lossy().into_owned());
+    }
+    if held.len() != n_payloads {
+        return Err(PyValueError::new_err(format!(
+            "got {} topics for {} payloads; pass one topic per payload",
+            held.len(),
+            n_payloads
+        )));
+    }
+    Ok(Some(held))
+}
+
 /// Decode MQTT/HTTP payloads into a columnar `ReadingBatch` (see DESIGN.md §1–2 and
 /// docs/reason-codes.md). `topics`, when given, must have one topic per payload;
 /// `received_ns` (default: now) stands in for missing timestamps.
@@ -214,55 +296,18 @@ fn decode(
     topics: Option<&Bound<'_, PyAny>>,
     received_ns: Option<i64>,
 ) -> PyResult<PyReadingBatch> {
-    if payloads.is_instance_of::<PyBytes>() || payloads.is_instance_of::<PyString>() {
-        return Err(PyTypeError::new_err("payloads must be a sequence of bytes objects, not a single one"));
-    }
-    let mut held = Vec::with_capacity(payloads.len().unwrap_or(0));
-    for (i, item) in payloads.try_iter()?.enumerate() {
-        held.push(payload(item?, i)?);
-    }
-    let slices: Vec<&[u8]> = held
-        .iter()
-        .map(|p| match p {
-            Payload::Bytes(b) => b.as_bytes(),
-            Payload::Owned(v) => v.as_slice(),
-        })
-        .collect();
-
-    let topic_text = match topics {
-        None => None,
-        Some(t) => {
-            if t.is_instance_of::<PyString>() {
-                return Err(PyTypeError::new_err("topics must be a sequence of str, not a single str"));
-            }
-            let mut held = Vec::with_capacity(slices.len());
-            for item in t.try_iter()? {
-                let s = item?.cast_into::<PyString>().map_err(|e| {
-                    PyTypeError::new_err(format!("topics must be str, not {}", e.into_inner().get_type()))
-                })?;
-                held.push(s);
-            }
-            if held.len() != slices.len() {
-                return Err(PyValueError::new_err(format!(
-                    "got {} topics for {} payloads; pass one topic per payload",
-                    held.len(),
-                    slices.len()
-                )));
-            }
-            Some(held)
-        }
-    };
-    // A str with lone surrogates cannot come from MQTT; its replacement text fails as bad_topic.
-    let topic_strs: Option<Vec<std::borrow::Cow<'_, str>>> =
-        topic_text.as_ref().map(|v| v.iter().map(|s| s.to_string_lossy()).collect());
-    let topic_refs: Option<Vec<&str>> = topic_strs.as_ref().map(|v| v.iter().map(AsRef::as_ref).collect());
-
+    let held = hold_payloads(payloads)?;
+    let topics = hold_topics(topics, held.len())?;
+    let slices = held.slices();
+    let topic_refs: Option<Vec<&str>> = topics
+        .as_ref()
+        .map(|v| v.iter().map(String::as_str).collect());
     let received_ns = received_ns.unwrap_or_else(now_ns);
     let batch = py.detach(|| decode_core(&slices, topic_refs.as_deref(), received_ns));
     Ok(PyReadingBatch::new(batch))
 }
 
-fn now_ns() -> i64 {
+pub(crate) fn now_ns() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
