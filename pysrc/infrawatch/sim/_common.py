@@ -39,6 +39,11 @@ class Event:
     start_ns: int
     end_ns: int
 
+    @classmethod
+    def span(cls, sensor_id: str, kind: str, type_: str, t_ns: np.ndarray, a: int, b: int) -> Event:
+        """The event covering grid steps a..b-1 (end exclusive, one ns past the last step)."""
+        return cls(sensor_id, kind, type_, int(t_ns[a]), int(t_ns[b - 1]) + 1)
+
 
 @dataclass
 class SimData:

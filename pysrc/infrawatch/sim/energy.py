@@ -110,15 +110,16 @@ def simulate(
             night = (hours[a:b] < 6) | (hours[a:b] >= 22)
             if not night.any():
                 continue
-            idx = np.arange(a, b)[night]
-            kw[s, idx] += rng.uniform(1.0, 2.0) * float(per_person[s, 0]) * float(beds[s, 0]) / 2 + 0.4
-            label[s, idx] = 3
-            events.append(
-                Event(sensors[s].sensor_id, "energy", LABELS[3], int(tn[idx[0]]), int(tn[idx[-1]]) + 1)
-            )
+            # one night: the first contiguous run of night steps in the interval
+            first = int(np.argmax(night))
+            run = int(np.argmin(night[first:])) or len(night) - first
+            lo, hi = a + first, a + first + run
+            kw[s, lo:hi] += rng.uniform(1.0, 2.0) * float(per_person[s, 0]) * float(beds[s, 0]) / 2 + 0.4
+            label[s, lo:hi] = 3
+            events.append(Event.span(sensors[s].sensor_id, "energy", LABELS[3], tn, lo, hi))
             continue
         label[s, a:b] = kind
-        events.append(Event(sensors[s].sensor_id, "energy", LABELS[kind], int(tn[a]), int(tn[b - 1]) + 1))
+        events.append(Event.span(sensors[s].sensor_id, "energy", LABELS[kind], tn, a, b))
 
     kw = np.maximum(kw, 0.0)
     voltage = 230 + ar1(rng, (n, m), 0.9, 2.0)

@@ -81,7 +81,7 @@ def simulate(
         prof = np.minimum(1.0, (np.arange(b - a) + 1) / ramp)
         extra[s, a:b] += size * prof
         label[s, a:b] = 1
-        events.append(Event(sensors[s].sensor_id, "water_flow", "leak", int(tn[a]), int(tn[b - 1]) + 1))
+        events.append(Event.span(sensors[s].sensor_id, "water_flow", "leak", tn, a, b))
     # bursts: within one step, +60–250% flow and a pressure collapse, last 30 min – 4 h
     for s, a, b in place_intervals(
         rng,
@@ -96,7 +96,7 @@ def simulate(
         extra[s, a:b] += float(rng.uniform(0.6, 2.5)) * float(base[s, 0])
         extra_drop[s, a:b] += float(rng.uniform(0.3, 1.2))
         label[s, a:b] = 2
-        events.append(Event(sensors[s].sensor_id, "water_flow", "burst", int(tn[a]), int(tn[b - 1]) + 1))
+        events.append(Event.span(sensors[s].sensor_id, "water_flow", "burst", tn, a, b))
 
     flow = demand + extra
     pressure = supply - k * flow**2 - extra_drop + ar1(rng, (n, m), 0.8, 0.03)
@@ -129,7 +129,7 @@ def simulate(
             sig[s, a:b] *= 1 + np.linspace(0, float(rng.uniform(-0.08, 0.08)), b - a)
         else:
             present[s, a:b] = False
-        faults.append(Event(sensors[s].sensor_id, "water_flow", what, int(tn[a]), int(tn[b - 1]) + 1))
+        faults.append(Event.span(sensors[s].sensor_id, "water_flow", what, tn, a, b))
     # random single lost readings (radio), 0.5%
     present &= rng.random((n, m)) > 0.005
 

@@ -94,9 +94,7 @@ def simulate(
         ph[s, a:b] += sev * rng.uniform(0.15, 0.8) * prof * rng.choice([-1.0, 1.0])
         do[s, a:b] -= sev * rng.uniform(0.3, 1.5) * prof
         label[s, a:b] = 1
-        events.append(
-            Event(sensors[s].sensor_id, "water_quality", "contamination", int(tn[a]), int(tn[b - 1]) + 1)
-        )
+        events.append(Event.span(sensors[s].sensor_id, "water_quality", "contamination", tn, a, b))
     chlorine = np.maximum(chlorine, 0.0)
     redox = 450 + 180 * np.tanh(chlorine / 0.5) - 20 * (ph - 7.5) + ar1(rng, (n, m), 0.9, 8.0)
 
@@ -128,9 +126,7 @@ def simulate(
             sig[s, a:b] *= 1 + np.linspace(0, float(rng.uniform(-0.1, 0.1)), b - a)
         else:
             present[s, a:b] = False
-        faults.append(
-            Event(sensors[s].sensor_id, "water_quality", f"{what}:{name}", int(tn[a]), int(tn[b - 1]) + 1)
-        )
+        faults.append(Event.span(sensors[s].sensor_id, "water_quality", f"{what}:{name}", tn, a, b))
     present &= rng.random((n, m)) > 0.005
 
     fields = {
