@@ -91,6 +91,12 @@ class ProcessResult:
     def count(self) -> int: ...
     @property
     def stale(self) -> int: ...
+    @property
+    def risk(self) -> npt.NDArray[np.int8]:
+        """Per written reading, in line-protocol order: risk 0–3, or −1 without a verdict."""
+    @property
+    def source(self) -> npt.NDArray[np.int32]:
+        """Per written reading: the index of the input message it came from."""
 
 class Pipeline:
     """decode → token bucket → rolling features → tree ensembles → risk → line protocol, per batch."""

@@ -8,6 +8,7 @@ from infrawatch._core import (
     ReadingBatch,
     TokenBucket,
     TreeEnsemble,
+    __version__,
     decode,
     kind_fields,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "ReadingBatch",
     "TokenBucket",
     "TreeEnsemble",
+    "__version__",
     "decode",
     "kind_fields",
 ]

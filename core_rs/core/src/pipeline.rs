@@ -51,7 +51,9 @@ pub struct WaterQualityModels {
     pub bands: ScoreBands,
 }
 
-/// The energy models: a regressor for the expected kWh and an IsolationForest for the anomaly score.
+/// The energy models: a regressor for the expected kWh and an anomaly model, either an
+/// IsolationForest (score = Liu et al.'s anomaly score) or a classifier trained on labelled
+/// anomalies (score = 1 − P(class 0 = normal)).
 #[derive(Debug, Clone)]
 pub struct EnergyModels {
     pub version: String,
@@ -60,6 +62,22 @@ pub struct EnergyModels {
     pub bands: ScoreBands,
     /// Relative deviation from expected use beyond which an anomaly is high/low consumption.
     pub tolerance: f64,
+    /// For a multiclass anomaly classifier: the anomaly type of each class (class 0 is normal).
+    /// The type of a verdict is then its most probable anomalous class; otherwise it comes from
+    /// the deviation from expected use.
+    pub anomaly_types: Option<Vec<String>>,
+}
+
+/// The anomaly types an energy verdict can carry (a closed set: dashboards filter on them).
+pub const ENERGY_ANOMALY_TYPES: [&str; 3] =
+    ["high_consumption", "low_consumption", "unusual_pattern"];
+
+fn energy_type(name: &str) -> &'static str {
+    ENERGY_ANOMALY_TYPES
+        .iter()
+        .find(|t| **t == name)
+        .copied()
+        .unwrap_or("unusual_pattern")
 }
 
 /// Every kind's models; a kind without models stores its readings without a verdict (water
@@ -152,6 +170,7 @@ enum BoundModels {
         anomaly: Bound,
         bands: ScoreBands,
         tolerance: f64,
+        anomaly_types: Option<Vec<&'static str>>,
     },
 }
 
@@ -197,6 +216,10 @@ pub struct ProcessOutput {
     pub count: usize,
     /// Readings stored without a verdict because they were not newer than their sensor's newest.
     pub stale: usize,
+    /// Per written reading, in line-protocol order: its risk level (0–3), or −1 without a verdict.
+    pub risk: Vec<i8>,
+    /// Per written reading: the index of the input message it came from.
+    pub source: Vec<i32>,
 }
 
 /// Pipeline configuration other than the models.
@@ -314,6 +337,10 @@ impl Pipeline {
                         anomaly: Bound::new(&m.anomaly, en, Kind::Energy, "anomaly", None)?,
                         bands: m.bands,
                         tolerance: m.tolerance,
+                        anomaly_types: m
+                            .anomaly_types
+                            .as_ref()
+                            .map(|t| t.iter().map(|n| energy_type(n)).collect()),
                     })
                 })
                 .transpose()?,
@@ -430,6 +457,9 @@ impl Pipeline {
             }
             write_reading(&mut w, &batch, i, verdicts[i].as_ref());
             out.count += 1;
+            out.risk
+                .push(verdicts[i].as_ref().map_or(-1, |v| v.risk as i8));
+            out.source.push(batch.source[i]);
             if let Some(v) = &verdicts[i] {
                 let prev = self
                     .last_risk
@@ -640,28 +670,42 @@ fn score_kind(
             anomaly,
             bands,
             tolerance,
+            anomaly_types,
         } => {
             let exp = expected
                 .model
                 .predict_value(&expected.gather(x, n_store, n), n)?;
-            let ss = anomaly
-                .model
-                .score_samples(&anomaly.gather(x, n_store, n), n)?;
+            let xa = anomaly.gather(x, n_store, n);
+            let n_classes = anomaly.model.n_classes();
+            // per row: (score in [0, 1], most probable anomalous class if a classifier)
+            let scored: Vec<(f64, Option<usize>)> = if n_classes >= 2 {
+                let p = anomaly.model.predict_proba(&xa, n)?;
+                p.chunks_exact(n_classes)
+                    .map(|c| {
+                        let top = (1..n_classes).max_by(|&a, &b| c[a].total_cmp(&c[b]));
+                        (1.0 - c[0], top)
+                    })
+                    .collect()
+            } else {
+                // IsolationForest's score_samples is −2^(−E[h]/c) ∈ [−1, 0): its negation is the
+                // anomaly score of Liu et al. in (0, 1], > 0.5 leaning anomalous.
+                let ss = anomaly.model.score_samples(&xa, n)?;
+                ss.iter().map(|s| (-s, None)).collect()
+            };
             rows.iter()
                 .enumerate()
                 .map(|(r, &i)| {
-                    // IsolationForest's score_samples is −2^(−E[h]/c) ∈ [−1, 0): its negation is the
-                    // anomaly score of Liu et al. in (0, 1], > 0.5 leaning anomalous.
-                    let score = -ss[r];
+                    let (score, top) = scored[r];
                     let risk = bands.level(score);
                     let actual = field_value(batch, "energy_kwh", i);
-                    let kind = if actual > exp[r] * (1.0 + tolerance) {
+                    let typed = top.and_then(|c| anomaly_types.as_ref()?.get(c).copied());
+                    let kind = typed.unwrap_or(if actual > exp[r] * (1.0 + tolerance) {
                         "high_consumption"
                     } else if actual < exp[r] * (1.0 - tolerance) {
                         "low_consumption"
                     } else {
                         "unusual_pattern"
-                    };
+                    });
                     Verdict {
                         risk,
                         confidence: confidence(score),
