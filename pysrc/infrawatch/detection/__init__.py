@@ -1,0 +1,1 @@
+"""Detection: metrics, the model registry, training on simulated fleets, evaluation on real data."""

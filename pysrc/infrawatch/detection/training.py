@@ -1,0 +1,341 @@
+"""`infrawatch train`: simulated fleets → `core.FeatureStore` features → scikit-learn ensembles.
+
+The features come from the same Rust `FeatureStore` the workers run, so there is no train/serve
+skew. Each kind trains on some simulator seeds, chooses hyperparameters, class weights and score
+bands on other (validation) seeds within a time budget, and is scored at the end through the real
+`core.Pipeline` on test seeds it never saw; the artifacts, the data used and every figure go into
+the registry's `model.json`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import sklearn
+from sklearn.ensemble import (
+    ExtraTreesClassifier,
+    HistGradientBoostingClassifier,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+
+from infrawatch import core, sim
+from infrawatch.detection import metrics
+from infrawatch.detection.evaluation import EVENT_RULES, evaluate_sim
+from infrawatch.detection.registry import ModelRegistry, ModelVersion
+
+Progress = Callable[[str], None]
+
+
+ENERGY_TYPES = ("normal", "high_consumption", "low_consumption", "unusual_pattern")
+
+
+@dataclass
+class TrainConfig:
+    kind: str
+    window: int = 60
+    n_sensors: int = 30
+    days: float | None = None  # None: the kind's simulator default
+    train_seeds: tuple[int, ...] = (11, 12)
+    validation_seeds: tuple[int, ...] = (21,)
+    test_seeds: tuple[int, ...] = (31, 32)
+    max_train_rows: int = 250_000
+    time_budget_s: float = 180.0
+    n_estimators: int = 100
+    random_state: int = 0
+
+    def sim_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"n_sensors": self.n_sensors}
+        if self.days is not None:
+            kw["days"] = self.days
+        return kw
+
+
+@dataclass
+class Candidate:
+    family: str
+    params: dict[str, Any]
+    score: float = float("nan")
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+# ---------------------------------------------------------------------------------- features
+def features(data: sim.SimData, window: int) -> tuple[np.ndarray, list[str]]:
+    """The production features of every reading of `data`, in its (time) order."""
+    fs = core.FeatureStore(window=window, fields=core.kind_fields(data.kind))
+    cols = {f: data.fields[f] for f in fs.fields if f in data.fields}
+    x = fs.update_arrays(list(data.sensor_id), data.timestamp_ns, cols)
+    return np.asarray(x), list(fs.feature_names)
+
+
+def _subsample(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
+    """Row indices: every positive (up to half the budget), negatives uniformly for the rest."""
+    pos = np.flatnonzero(y > 0)
+    neg = np.flatnonzero(y == 0)
+    if len(y) <= max_rows:
+        return np.arange(len(y))
+    pos = rng.choice(pos, min(len(pos), max_rows // 2), replace=False)
+    neg = rng.choice(neg, min(len(neg), max_rows - len(pos)), replace=False)
+    return np.sort(np.concatenate([pos, neg]))
+
+
+# ---------------------------------------------------------------------------------- model zoo
+def _classifier(c: Candidate, n_estimators: int, seed: int) -> Any:
+    p = dict(c.params)
+    if c.family == "rf":
+        return RandomForestClassifier(n_estimators=n_estimators, n_jobs=-1, random_state=seed, **p)
+    if c.family == "et":
+        return ExtraTreesClassifier(n_estimators=n_estimators, n_jobs=-1, random_state=seed, **p)
+    if c.family == "hgb":
+        return HistGradientBoostingClassifier(random_state=seed, **p)
+    raise ValueError(c.family)
+
+
+def _candidates(rng: np.random.Generator) -> list[Candidate]:
+    grid = [
+        Candidate("rf", {"max_depth": d, "min_samples_leaf": leaf, "class_weight": cw, "max_features": mf})
+        for d, leaf, cw, mf in itertools.product(
+            (10, 14), (2, 10), (None, "balanced_subsample"), ("sqrt", 0.3)
+        )
+    ]
+    grid += [
+        Candidate("et", {"max_depth": d, "min_samples_leaf": leaf, "class_weight": cw})
+        for d, leaf, cw in itertools.product((12, 16), (2, 8), (None, "balanced"))
+    ]
+    grid += [
+        Candidate("hgb", {"max_iter": it, "learning_rate": lr, "max_leaf_nodes": ln, "class_weight": cw})
+        for it, lr, ln, cw in itertools.product((100,), (0.1,), (15, 31), (None, "balanced"))
+    ]
+    order = rng.permutation(len(grid))
+    # the first candidate is a sound default, so even a tiny budget yields a reasonable model
+    default = Candidate(
+        "rf", {"max_depth": 12, "min_samples_leaf": 5, "class_weight": None, "max_features": "sqrt"}
+    )
+    return [default] + [grid[i] for i in order]
+
+
+# ---------------------------------------------------------------------------------- risk (search)
+def _water_flow_alert(leak: np.ndarray, burst: np.ndarray, critical: np.ndarray) -> np.ndarray:
+    """risk ≥ HIGH under DESIGN.md §3's table (the Rust core applies the same table in production)."""
+    hi_crit = (burst > 0.1) | (leak > 0.4)
+    hi_std = (burst > 0.2) | (leak > 0.6)
+    return np.where(critical, hi_crit, hi_std)
+
+
+def _event_f1(data: sim.SimData, alert: np.ndarray) -> metrics.EventScores:
+    spans = [metrics.Span(e.sensor_id, e.start_ns, e.end_ns, e.type) for e in data.events]
+    return metrics.event_scores(spans, data.sensor_id, data.timestamp_ns, alert, **EVENT_RULES[data.kind])
+
+
+def _objective(s: metrics.EventScores) -> float:
+    """Event F1, with false alarms beyond the 15% share penalised: paging wrongly costs trust."""
+    f1 = 0.0 if np.isnan(s.f1) else s.f1
+    fps = 1.0 if np.isnan(s.false_positive_share) else s.false_positive_share
+    return f1 - max(0.0, fps - 0.10)
+
+
+def _best_band(score: np.ndarray, data: sim.SimData) -> tuple[float, metrics.EventScores]:
+    """The alert threshold on a [0, 1] score that maximises the objective on validation data."""
+    best: tuple[float, float, metrics.EventScores | None] = (-1.0, 0.5, None)
+    for t in np.round(np.arange(0.3, 0.96, 0.05), 2):
+        s = _event_f1(data, score > t)
+        obj = _objective(s)
+        if obj > best[0]:
+            best = (obj, float(t), s)
+    assert best[2] is not None
+    return best[1], best[2]
+
+
+def bands_from_high(high: float) -> dict[str, float]:
+    """MEDIUM below the alert threshold, CRITICAL half-way from it to certainty."""
+    return {"medium": round(high * 0.7, 4), "high": high, "critical": round(high + (1 - high) * 0.5, 4)}
+
+
+# ---------------------------------------------------------------------------------- training
+def _sim(kind: str, seeds: Iterable[int], cfg: TrainConfig) -> list[sim.SimData]:
+    return [sim.simulate(kind, seed=s, **cfg.sim_kwargs()) for s in seeds]
+
+
+def _stack(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, progress: Progress | None = None) -> None:
+        if cfg.kind not in sim.KINDS:
+            raise ValueError(f"unknown kind {cfg.kind!r}; choose one of {', '.join(sim.KINDS)}")
+        self.cfg = cfg
+        self.say = progress or (lambda _msg: None)
+        self.rng = np.random.default_rng(cfg.random_state)
+
+    def _data(self, seeds: tuple[int, ...], what: str) -> list[tuple[sim.SimData, np.ndarray]]:
+        out = []
+        for s in seeds:
+            d = sim.simulate(self.cfg.kind, seed=s, **self.cfg.sim_kwargs())
+            x, self.names = features(d, self.cfg.window)
+            out.append((d, x))
+            self.say(f"{what} seed {s}: {len(d):,} readings, {len(d.events)} events")
+        return out
+
+    def run(self) -> tuple[dict[str, core.TreeEnsemble], dict[str, Any]]:
+        t0 = time.monotonic()
+        cfg = self.cfg
+        train = self._data(cfg.train_seeds, "train")
+        val = self._data(cfg.validation_seeds, "validation")
+        if cfg.kind == "water_flow":
+            models, pipeline_meta, search = self._water_flow(train, val)
+        else:
+            models, pipeline_meta, search = self._scored_kind(train, val)
+        meta = {
+            "window": cfg.window,
+            "features": self.names,
+            "config": asdict(cfg),
+            "data": {
+                "source": "infrawatch.sim",
+                "train_seeds": list(cfg.train_seeds),
+                "validation_seeds": list(cfg.validation_seeds),
+                "test_seeds": list(cfg.test_seeds),
+                "train_readings": int(sum(len(d) for d, _ in train)),
+                "validation_readings": int(sum(len(d) for d, _ in val)),
+            },
+            "search": search,
+            "pipeline": pipeline_meta,
+            "training_seconds": round(time.monotonic() - t0, 1),
+            "versions": _versions(),
+        }
+        return models, meta
+
+    # -- water_flow: two binary classifiers under the fixed zone table
+    def _water_flow(
+        self, train: list[Any], val: list[Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        y = np.concatenate([d.label for d, _ in train])
+        x = np.concatenate([x for _, x in train])
+        idx = _subsample(y, self.cfg.max_train_rows, self.rng)
+        x, y = x[idx], y[idx]
+        vd, vx = val[0]
+        critical = vd.zone == "CRITICAL"
+        results = []
+        best: tuple[float, Any, Any, Candidate] | None = None
+        deadline = time.monotonic() + self.cfg.time_budget_s
+        for c in _candidates(self.rng):
+            if best is not None and time.monotonic() > deadline:
+                break
+            leak = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(x, y == 1)
+            burst = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(x, y == 2)
+            pl = leak.predict_proba(vx)[:, 1]
+            pb = burst.predict_proba(vx)[:, 1]
+            s = _event_f1(vd, _water_flow_alert(pl, pb, critical))
+            c.score, c.detail = _objective(s), asdict(s)
+            results.append(
+                {"family": c.family, "params": c.params, "objective": c.score, "validation": c.detail}
+            )
+            self.say(
+                f"candidate {c.family} {c.params}: event F1 {s.f1:.3f} P {s.precision:.3f} R {s.recall:.3f}"
+            )
+            if best is None or c.score > best[0]:
+                best = (c.score, leak, burst, c)
+        assert best is not None
+        _, leak, burst, c = best
+        self.say(f"chose {c.family} {c.params}")
+        return (
+            {
+                "leak": core.TreeEnsemble.from_sklearn(leak, feature_names=self.names),
+                "burst": core.TreeEnsemble.from_sklearn(burst, feature_names=self.names),
+            },
+            {},
+            results,
+        )
+
+    # -- water_quality / energy: one anomaly classifier, alert threshold chosen on validation
+    def _scored_kind(
+        self, train: list[Any], val: list[Any]
+    ) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
+        kind = self.cfg.kind
+        y = np.concatenate([d.label for d, _ in train])
+        x = np.concatenate([x for _, x in train])
+        idx = _subsample(y, self.cfg.max_train_rows, self.rng)
+        xs, ys = x[idx], y[idx]
+        vd, vx = val[0]
+        results = []
+        best: tuple[float, Any, float, Candidate] | None = None
+        deadline = time.monotonic() + self.cfg.time_budget_s
+        for c in _candidates(self.rng):
+            if best is not None and time.monotonic() > deadline:
+                break
+            m = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(xs, ys)
+            score = 1.0 - m.predict_proba(vx)[:, 0]
+            high, s = _best_band(score, vd)
+            c.score, c.detail = _objective(s), asdict(s)
+            results.append(
+                {
+                    "family": c.family,
+                    "params": c.params,
+                    "threshold": high,
+                    "objective": c.score,
+                    "validation": c.detail,
+                }
+            )
+            self.say(
+                f"candidate {c.family} {c.params}: event F1 {s.f1:.3f} "
+                f"P {s.precision:.3f} R {s.recall:.3f} at threshold {high}"
+            )
+            if best is None or c.score > best[0]:
+                best = (c.score, m, high, c)
+        assert best is not None
+        _, model, high, c = best
+        self.say(f"chose {c.family} {c.params}, alert threshold {high}")
+        pipeline_meta: dict[str, Any] = {"bands": bands_from_high(high)}
+        if kind == "water_quality":
+            return (
+                {"contamination": core.TreeEnsemble.from_sklearn(model, feature_names=self.names)},
+                pipeline_meta,
+                results,
+            )
+        # energy: the expected-use regressor must not see the kWh of the reading it predicts
+        ctx = [i for i, n in enumerate(self.names) if not n.startswith("energy_kwh")]
+        normal = y == 0
+        reg = RandomForestRegressor(
+            n_estimators=min(self.cfg.n_estimators, 60),
+            max_depth=12,
+            min_samples_leaf=5,
+            n_jobs=-1,
+            random_state=self.cfg.random_state,
+        )
+        kwh_col = self.names.index("energy_kwh_last")
+        fit_rows = np.flatnonzero(normal & ~np.isnan(x[:, kwh_col]))
+        fit_rows = self.rng.choice(fit_rows, min(len(fit_rows), self.cfg.max_train_rows), replace=False)
+        reg.fit(x[np.ix_(fit_rows, ctx)], x[fit_rows, kwh_col])
+        pipeline_meta["tolerance"] = 0.25
+        pipeline_meta["anomaly_types"] = [ENERGY_TYPES[int(k)] for k in model.classes_]
+        return (
+            {
+                "anomaly": core.TreeEnsemble.from_sklearn(model, feature_names=self.names),
+                "expected_kwh": core.TreeEnsemble.from_sklearn(
+                    reg, feature_names=[self.names[i] for i in ctx]
+                ),
+            },
+            pipeline_meta,
+            results,
+        )
+
+
+def _versions() -> dict[str, str]:
+    return {"infrawatch_core": core.__version__, "scikit-learn": sklearn.__version__, "numpy": np.__version__}
+
+
+def train(
+    cfg: TrainConfig, registry: ModelRegistry, *, activate: bool = True, progress: Progress | None = None
+) -> ModelVersion:
+    """Train one kind and store it (active by default); metrics on the test seeds included."""
+    models, meta = Trainer(cfg, progress).run()
+    entry = {**models, "version": "candidate", **meta["pipeline"]}
+    meta["metrics"] = {
+        "test": evaluate_sim(cfg.kind, entry, cfg.test_seeds, cfg.window, cfg.sim_kwargs(), progress=progress)
+    }
+    return registry.save(cfg.kind, models, meta, activate=activate)
