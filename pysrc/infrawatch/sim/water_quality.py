@@ -117,9 +117,9 @@ def simulate(
         if what == "stuck":
             sig[s, a:b] = sig[s, a]
         elif what == "spike":
-            # one wild reading: ±1.5 pH units, or ×3 for the concentration-like signals
+            # one wild reading: ±0.5 pH units, or ×3 for the concentration-like signals
             if name == "ph":
-                sig[s, a] += float(rng.choice([-1.5, 1.5]))
+                sig[s, a] += float(rng.choice([-0.5, 0.5]))
             else:
                 sig[s, a] *= 3.0
         elif what == "drift":
