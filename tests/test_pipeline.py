@@ -9,8 +9,6 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from infrawatch import core
 from tests.utils.factories import (
     MINUTE,
     T0,
@@ -21,6 +19,8 @@ from tests.utils.factories import (
     water_flow_stream,
 )
 from tests.utils.lineproto import Point, parse
+
+from infrawatch import core
 
 WINDOW = 20
 VERDICT_FIELDS = {
@@ -64,7 +64,13 @@ def fleet_batches(seed: int, n_steps: int = 40) -> list[tuple[list[bytes], list[
         payloads.append(flat("wq 1,x=y", ts, pH=ph, turbidity=0.4, chlorine=0.5, temp=14.0))
         topics.append(telemetry_topic("plant a", "water_quality", "wq 1,x=y"))
         gateway = [
-            {"sensor_id": f"room-{r}", "kind": "energy", "timestamp": ts, "kwh": 0.5 + 0.2 * r, "occupancy": r}
+            {
+                "sensor_id": f"room-{r}",
+                "kind": "energy",
+                "timestamp": ts,
+                "kwh": 0.5 + 0.2 * r,
+                "occupancy": r,
+            }
             for r in range(3)
         ]
         payloads.append(json.dumps(gateway).encode())
@@ -180,10 +186,14 @@ class Reference:
             if len(rows) == 0:
                 continue
             cols = {k: v[rows] for k, v in batch.fields.items()}
-            x = self.stores[kind].update_arrays([batch.sensor_id[i] for i in rows], batch.timestamp_ns[rows], cols)
+            x = self.stores[kind].update_arrays(
+                [batch.sensor_id[i] for i in rows], batch.timestamp_ns[rows], cols
+            )
             folded = ~np.all(np.isnan(x), axis=1)
             if folded.any():
-                for i, v in zip(rows[folded], self.verdicts(kind, batch, rows[folded], x[folded]), strict=True):
+                for i, v in zip(
+                    rows[folded], self.verdicts(kind, batch, rows[folded], x[folded]), strict=True
+                ):
                     verdicts[int(i)] = v
         points, alerts = [], []
         for i in range(n):
@@ -191,7 +201,12 @@ class Reference:
                 continue
             p = Point(
                 "reading",
-                {"kind": batch.kind[i], "sensor_id": batch.sensor_id[i], "site": batch.site[i], "zone": batch.zone[i]},
+                {
+                    "kind": batch.kind[i],
+                    "sensor_id": batch.sensor_id[i],
+                    "site": batch.site[i],
+                    "zone": batch.zone[i],
+                },
                 {k: float(v[i]) for k, v in batch.fields.items() if not np.isnan(v[i])},
                 int(batch.timestamp_ns[i]),
             )
@@ -296,7 +311,9 @@ def test_rate_limited_readings_are_reported_not_written(models: dict[str, dict[s
     assert pipe.limiter is lim
 
 
-def test_redelivered_reading_is_stored_without_overwriting_its_verdict(models: dict[str, dict[str, Any]]) -> None:
+def test_redelivered_reading_is_stored_without_overwriting_its_verdict(
+    models: dict[str, dict[str, Any]],
+) -> None:
     pipe = core.Pipeline(models=models, window=WINDOW)
     topic = telemetry_topic("s", "water_flow", "wf-1")
     first = pipe.process([nested("wf-1", T0, pressure_bar=3.0, flow_rate_lps=10.0)], [topic], T0)
@@ -347,7 +364,12 @@ def test_escaping_of_tags_and_strings_round_trips(models: dict[str, dict[str, An
         T0,
     )
     (p,) = parse(out.line_protocol)
-    assert p.tags == {"kind": "water_quality", "sensor_id": sid, "site": "site with spaces", "zone": "STANDARD"}
+    assert p.tags == {
+        "kind": "water_quality",
+        "sensor_id": sid,
+        "site": "site with spaces",
+        "zone": "STANDARD",
+    }
     assert p.fields["ph"] == 7.0
     assert p.fields["weird_extra"] == 1.25
     assert p.fields["model_version"] == "wq-test"
@@ -362,7 +384,11 @@ def test_bad_configuration_is_a_clear_error(models: dict[str, dict[str, Any]]) -
         core.Pipeline(models={"water_flow": {"leak": "nope", "burst": "nope"}})
     with pytest.raises(ValueError, match="not produced"):
         # an energy model's features are not water-flow features
-        core.Pipeline(models={"water_flow": {"leak": models["energy"]["anomaly"], "burst": models["water_flow"]["burst"]}})
+        core.Pipeline(
+            models={
+                "water_flow": {"leak": models["energy"]["anomaly"], "burst": models["water_flow"]["burst"]}
+            }
+        )
     with pytest.raises(ValueError, match="unknown key"):
         core.Pipeline(zone_policy={"CRITICAL": {"leak": 0.1}})
 
@@ -387,13 +413,18 @@ def test_zone_policy_override_changes_the_table(models: dict[str, dict[str, Any]
     payloads=st.lists(
         st.one_of(
             st.binary(max_size=300),
-            st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(st.text(max_size=12), st.floats() | st.text())),
+            st.builds(
+                lambda d: json.dumps(d).encode(),
+                st.dictionaries(st.text(max_size=12), st.floats() | st.text()),
+            ),
         ),
         max_size=8,
     ),
     kind=st.sampled_from(["water_flow", "water_quality", "energy", "gateway", "bogus"]),
 )
-def test_arbitrary_input_never_raises(models: dict[str, dict[str, Any]], payloads: list[bytes], kind: str) -> None:
+def test_arbitrary_input_never_raises(
+    models: dict[str, dict[str, Any]], payloads: list[bytes], kind: str
+) -> None:
     pipe = core.Pipeline(models=models, window=WINDOW, limiter=core.TokenBucket(rate_per_s=5.0, burst=5.0))
     suffix = "batch" if kind == "gateway" else "telemetry"
     topics = [f"infrawatch/s/{kind}/x{i}/{suffix}" for i in range(len(payloads))]

@@ -99,7 +99,9 @@ def train_models(seed: int = 0, window: int = 20, n_trees: int = 15) -> dict[str
         q_streams.append(cols)
         contaminated.append(bad)
     xq = _features("water_quality", q_streams, window)
-    contam_m = RandomForestClassifier(n_trees, max_depth=6, random_state=seed).fit(xq, np.concatenate(contaminated))
+    contam_m = RandomForestClassifier(n_trees, max_depth=6, random_state=seed).fit(
+        xq, np.concatenate(contaminated)
+    )
 
     e_streams = []
     for _ in range(12):

@@ -260,7 +260,17 @@ def flatten(
     t = np.broadcast_to(grid.t_ns[None, :], (n, m))
     if jitter_s is not None:
         # whole milliseconds: payload timestamps (RFC 3339 .sss / epoch ms) carry them exactly
-        t = t + np.round(jitter_s * 1000).astype(np.int64) * 1_000_000
+        shift = np.round(np.broadcast_to(jitter_s, (n, 1)) * 1000).astype(np.int64)[:, 0] * 1_000_000
+        t = t + shift[:, None]
+        # events and faults move with their sensor's clock offset
+        index = {s.sensor_id: i for i, s in enumerate(sensors)}
+
+        def moved(e: Event) -> Event:
+            d = int(shift[index[e.sensor_id]])
+            return Event(e.sensor_id, e.kind, e.type, e.start_ns + d, e.end_ns + d)
+
+        events = [moved(e) for e in events]
+        faults = [moved(e) for e in faults]
     order = present.T.reshape(-1)  # time-major
     sensor_index = np.broadcast_to(np.arange(n, dtype=np.int32)[:, None], (n, m)).T.reshape(-1)
     return SimData(
