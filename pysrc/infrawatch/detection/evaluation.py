@@ -78,6 +78,14 @@ def score_run(
     return Scored(name, sensor_id, timestamp_ns, truth, risk, events, s)
 
 
+def evaluate_data(name: str, data: sim.SimData, models_entry: dict[str, Any], window: int) -> Scored:
+    """Score labelled readings (simulated or a real data set) as MQTT payloads through the Pipeline."""
+    payloads, topics = sim.payloads(data)
+    risk = run_pipeline({data.kind: models_entry}, window, payloads, topics)
+    spans = [metrics.Span(e.sensor_id, e.start_ns, e.end_ns, e.type) for e in data.events]
+    return score_run(name, data.kind, data.sensor_id, data.timestamp_ns, data.label > 0, risk, spans)
+
+
 def evaluate_simulated(
     kind: str,
     models_entry: dict[str, Any],
@@ -86,10 +94,7 @@ def evaluate_simulated(
     sim_kwargs: dict[str, Any],
 ) -> Scored:
     data = sim.simulate(kind, seed=seed, **sim_kwargs)
-    payloads, topics = sim.payloads(data)
-    risk = run_pipeline({kind: models_entry}, window, payloads, topics)
-    spans = [metrics.Span(e.sensor_id, e.start_ns, e.end_ns, e.type) for e in data.events]
-    return score_run(f"sim seed {seed}", kind, data.sensor_id, data.timestamp_ns, data.label > 0, risk, spans)
+    return evaluate_data(f"sim seed {seed}", data, models_entry, window)
 
 
 def pooled(runs: Sequence[Scored], kind: str) -> metrics.Scores:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,8 +25,8 @@ from sklearn.ensemble import (
 )
 
 from infrawatch import core, sim
-from infrawatch.detection import metrics
-from infrawatch.detection.evaluation import EVENT_RULES, evaluate_sim
+from infrawatch.detection import datasets, metrics
+from infrawatch.detection.evaluation import EVENT_RULES, evaluate_data, evaluate_sim
 from infrawatch.detection.registry import ModelRegistry, ModelVersion
 
 Progress = Callable[[str], None]
@@ -48,6 +48,8 @@ class TrainConfig:
     time_budget_s: float = 180.0
     n_estimators: int = 100
     random_state: int = 0
+    data: str | None = None  # a real data set (folder or CSV) instead of simulated fleets
+    feature_set: str = "all"  # or "scale_free" for models meant for other sensors than trained on
 
     def sim_kwargs(self) -> dict[str, Any]:
         kw: dict[str, Any] = {"n_sensors": self.n_sensors}
@@ -132,6 +134,10 @@ def _event_f1(data: sim.SimData, alert: np.ndarray) -> metrics.EventScores:
     return metrics.event_scores(spans, data.sensor_id, data.timestamp_ns, alert, **EVENT_RULES[data.kind])
 
 
+def _fmt(s: metrics.EventScores) -> str:
+    return f"event F1 {s.f1:.3f} P {s.precision:.3f} R {s.recall:.3f}"
+
+
 def _objective(s: metrics.EventScores) -> float:
     """Event F1, with false alarms beyond the 15% share penalised: paging wrongly costs trust."""
     f1 = 0.0 if np.isnan(s.f1) else s.f1
@@ -157,36 +163,54 @@ def bands_from_high(high: float) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------------- training
-def _sim(kind: str, seeds: Iterable[int], cfg: TrainConfig) -> list[sim.SimData]:
-    return [sim.simulate(kind, seed=s, **cfg.sim_kwargs()) for s in seeds]
+# features that mean the same on any sensor, whatever its scale: a model meant for other buildings
+# or series than it was trained on (LEAD, NAB) uses only these
+_SCALE_FREE_SUFFIXES = ("_zscore",)
+_SCALE_FREE_NAMES = ("count", "dt_s", "hour", "dow", "weekend", "night")
 
 
-def _stack(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
-    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
+def feature_subset(names: list[str], feature_set: str) -> list[int]:
+    if feature_set == "all":
+        return list(range(len(names)))
+    if feature_set == "scale_free":
+        return [i for i, n in enumerate(names) if n.endswith(_SCALE_FREE_SUFFIXES) or n in _SCALE_FREE_NAMES]
+    raise ValueError(f"unknown feature set {feature_set!r}; use 'all' or 'scale_free'")
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, progress: Progress | None = None) -> None:
+    """Fits one kind's ensembles on `train` parts, choosing among candidates on `validation`."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        train: list[sim.SimData],
+        validation: list[sim.SimData],
+        progress: Progress | None = None,
+    ) -> None:
         if cfg.kind not in sim.KINDS:
             raise ValueError(f"unknown kind {cfg.kind!r}; choose one of {', '.join(sim.KINDS)}")
         self.cfg = cfg
         self.say = progress or (lambda _msg: None)
         self.rng = np.random.default_rng(cfg.random_state)
+        self.train_parts = train
+        self.val_parts = validation
+        self.names: list[str] = []
 
-    def _data(self, seeds: tuple[int, ...], what: str) -> list[tuple[sim.SimData, np.ndarray]]:
+    def _features(self, parts: list[sim.SimData], what: str) -> list[tuple[sim.SimData, np.ndarray]]:
         out = []
-        for s in seeds:
-            d = sim.simulate(self.cfg.kind, seed=s, **self.cfg.sim_kwargs())
-            x, self.names = features(d, self.cfg.window)
-            out.append((d, x))
-            self.say(f"{what} seed {s}: {len(d):,} readings, {len(d.events)} events")
+        for i, d in enumerate(parts):
+            x, names = features(d, self.cfg.window)
+            cols = feature_subset(names, self.cfg.feature_set)
+            self.names = [names[c] for c in cols]
+            out.append((d, np.ascontiguousarray(x[:, cols])))
+            self.say(f"{what} part {i + 1}/{len(parts)}: {len(d):,} readings, {len(d.events)} events")
         return out
 
     def run(self) -> tuple[dict[str, core.TreeEnsemble], dict[str, Any]]:
         t0 = time.monotonic()
         cfg = self.cfg
-        train = self._data(cfg.train_seeds, "train")
-        val = self._data(cfg.validation_seeds, "validation")
+        train = self._features(self.train_parts, "train")
+        val = self._features(self.val_parts, "validation")
         if cfg.kind == "water_flow":
             models, pipeline_meta, search = self._water_flow(train, val)
         else:
@@ -196,12 +220,10 @@ class Trainer:
             "features": self.names,
             "config": asdict(cfg),
             "data": {
-                "source": "infrawatch.sim",
-                "train_seeds": list(cfg.train_seeds),
-                "validation_seeds": list(cfg.validation_seeds),
-                "test_seeds": list(cfg.test_seeds),
                 "train_readings": int(sum(len(d) for d, _ in train)),
                 "validation_readings": int(sum(len(d) for d, _ in val)),
+                "train_events": int(sum(len(d.events) for d, _ in train)),
+                "validation_events": int(sum(len(d.events) for d, _ in val)),
             },
             "search": search,
             "pipeline": pipeline_meta,
@@ -307,12 +329,14 @@ class Trainer:
             n_jobs=-1,
             random_state=self.cfg.random_state,
         )
-        kwh_col = self.names.index("energy_kwh_last")
-        fit_rows = np.flatnonzero(normal & ~np.isnan(x[:, kwh_col]))
+        kwh = np.concatenate([d.fields["energy_kwh"] for d, _ in train])
+        fit_rows = np.flatnonzero(normal & ~np.isnan(kwh))
         fit_rows = self.rng.choice(fit_rows, min(len(fit_rows), self.cfg.max_train_rows), replace=False)
-        reg.fit(x[np.ix_(fit_rows, ctx)], x[fit_rows, kwh_col])
+        reg.fit(x[np.ix_(fit_rows, ctx)], kwh[fit_rows])
         pipeline_meta["tolerance"] = 0.25
-        pipeline_meta["anomaly_types"] = [ENERGY_TYPES[int(k)] for k in model.classes_]
+        if train[0][0].label_names == ENERGY_TYPES:
+            # typed labels: the classifier's most probable anomalous class names the anomaly
+            pipeline_meta["anomaly_types"] = [ENERGY_TYPES[int(k)] for k in model.classes_]
         return (
             {
                 "anomaly": core.TreeEnsemble.from_sklearn(model, feature_names=self.names),
@@ -330,12 +354,44 @@ def _versions() -> dict[str, str]:
 
 
 def train(
-    cfg: TrainConfig, registry: ModelRegistry, *, activate: bool = True, progress: Progress | None = None
+    cfg: TrainConfig,
+    registry: ModelRegistry,
+    *,
+    activate: bool = True,
+    progress: Progress | None = None,
 ) -> ModelVersion:
-    """Train one kind and store it (active by default); metrics on the test seeds included."""
-    models, meta = Trainer(cfg, progress).run()
+    """Train one kind and store it (active by default), with figures on data it never saw.
+
+    Without `cfg.data`: simulated fleets (train/validation/test seeds). With it: a real data set,
+    split by time into the first 60% (train), the next 20% (validation) and the latest 20%
+    (test, kept for the figures only).
+    """
+    say = progress or (lambda _msg: None)
+    if cfg.data is None:
+        train_parts = [sim.simulate(cfg.kind, seed=s, **cfg.sim_kwargs()) for s in cfg.train_seeds]
+        val_parts = [sim.simulate(cfg.kind, seed=s, **cfg.sim_kwargs()) for s in cfg.validation_seeds]
+        data_meta: dict[str, Any] = {
+            "source": "infrawatch.sim",
+            "train_seeds": list(cfg.train_seeds),
+            "validation_seeds": list(cfg.validation_seeds),
+            "test_seeds": list(cfg.test_seeds),
+        }
+        test_parts = None
+    else:
+        name, data = datasets.load(cfg.data)
+        if data.kind != cfg.kind:
+            raise ValueError(f"{cfg.data} is a {data.kind} data set ({name}), not {cfg.kind}")
+        train_part, val_part, test_part = datasets.split_by_time(data, (0.6, 0.2, 0.2))
+        train_parts, val_parts, test_parts = [train_part], [val_part], [test_part]
+        data_meta = {"source": name, "path": str(cfg.data), "split": "time 60/20/20", "readings": len(data)}
+    models, meta = Trainer(cfg, train_parts, val_parts, say).run()
+    meta["data"] = {**data_meta, **meta["data"]}
     entry = {**models, "version": "candidate", **meta["pipeline"]}
-    meta["metrics"] = {
-        "test": evaluate_sim(cfg.kind, entry, cfg.test_seeds, cfg.window, cfg.sim_kwargs(), progress=progress)
-    }
+    if test_parts is None:
+        test = evaluate_sim(cfg.kind, entry, cfg.test_seeds, cfg.window, cfg.sim_kwargs(), progress=say)
+    else:
+        r = evaluate_data("test (latest 20%)", test_parts[0], entry, cfg.window)
+        say(f"test: {_fmt(r.scores.event)}")
+        test = {"pooled": r.scores.as_dict()}
+    meta["metrics"] = {"test": test}
     return registry.save(cfg.kind, models, meta, activate=activate)
