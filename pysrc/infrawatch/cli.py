@@ -47,6 +47,8 @@ def _train(args: argparse.Namespace) -> int:
             days=args.days,
             time_budget_s=args.budget,
             n_estimators=args.trees,
+            data=args.data,
+            feature_set=args.features,
         )
         v = train(cfg, _registry(args), activate=not args.no_activate, progress=_say)
         pooled = v.metrics.get("test", {}).get("pooled", {}).get("event", {})
@@ -90,6 +92,65 @@ def _models_activate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    from infrawatch import sim
+    from infrawatch.detection import datasets, report
+    from infrawatch.detection.evaluation import evaluate_data, pooled
+
+    reg = _registry(args)
+    version = args.version or reg.active_version(args.kind)
+    if version is None:
+        raise CliError(
+            f"no active {args.kind} model in {reg.root}; run `infrawatch train --kind {args.kind}` first"
+        )
+    meta = next((v.meta for v in reg.versions(args.kind) if v.version == version), None)
+    if meta is None:
+        raise CliError(f"{args.kind} has no version {version!r}; see `infrawatch models list`")
+    entry = reg.load(args.kind, version)
+    window = int(meta.get("window", 60))
+    parts: list[tuple[str, Any]] = []
+    if args.data:
+        try:
+            name, data = datasets.load(args.data)
+        except datasets.DatasetError as e:
+            raise CliError(str(e)) from e
+        if data.kind != args.kind:
+            raise CliError(f"{args.data} is a {data.kind} data set ({name}); use --kind {data.kind}")
+        if args.part == "latest":
+            data = datasets.split_by_time(data, (0.6, 0.2, 0.2))[2]
+            name += " (latest 20%)"
+        parts.append((name, data))
+    else:
+        for seed in args.sim_seeds:
+            _say(f"simulating seed {seed} …")
+            parts.append((f"sim seed {seed}", sim.simulate(args.kind, seed=seed, n_sensors=args.sensors)))
+    runs = []
+    for name, data in tqdm(parts, desc="evaluate", unit="set", file=sys.stderr):
+        runs.append((evaluate_data(name, data, entry, window), data))
+    total = pooled([r for r, _ in runs], args.kind) if len(runs) > 1 else runs[0][0].scores
+    out = {
+        "kind": args.kind,
+        "model_version": version,
+        "runs": {r.name: r.scores.as_dict() for r, _ in runs},
+        "pooled": total.as_dict(),
+    }
+    if args.report:
+        md = report.write(
+            Path(args.report),
+            f"infrawatch {args.kind} evaluation — model {version}",
+            runs,
+            notes=[f"Command: `infrawatch {' '.join(sys.argv[1:])}`"],
+        )
+        _say(f"report: {md}")
+    print(json.dumps(out, indent=2))
+    e = total.event
+    _say(
+        f"{args.kind}: event precision {e.precision:.3f} recall {e.recall:.3f} F1 {e.f1:.3f} "
+        f"false-positive share {e.false_positive_share:.3f} ({e.caught}/{e.events} events caught)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infrawatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -107,8 +168,36 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--days", type=float, help="simulated days per seed (default: the kind's)")
     t.add_argument("--budget", type=float, default=180.0, help="hyperparameter search budget, seconds")
     t.add_argument("--trees", type=int, default=100, help="trees per forest")
+    t.add_argument("--data", help="train on a real data set (folder or CSV) instead of simulated fleets")
+    t.add_argument(
+        "--features",
+        choices=["all", "scale_free"],
+        default="all",
+        help="scale_free: only features that mean the same on any sensor (for unseen buildings/series)",
+    )
     t.add_argument("--no-activate", action="store_true", help="store without making it active")
     t.set_defaults(func=_train)
+
+    e = sub.add_parser("evaluate", help="score a model on a real data set or unseen simulated fleets")
+    e.add_argument("--kind", required=True, choices=["water_flow", "water_quality", "energy"])
+    e.add_argument("--data", type=Path, help="a data set folder or CSV (GECCO, BattLeDIM, LEAD, NAB)")
+    e.add_argument(
+        "--part",
+        choices=["all", "latest"],
+        default="all",
+        help="latest: only the last 20%% (the held-out part)",
+    )
+    e.add_argument(
+        "--sim-seeds",
+        type=lambda t: [int(x) for x in t.split(",")],
+        default=[41, 42],
+        help="without --data: simulator seeds to score on (comma-separated)",
+    )
+    e.add_argument("--sensors", type=int, default=30, help="simulated sensors per seed")
+    e.add_argument("--version", help="model version (default: the active one)")
+    e.add_argument("--model-dir", type=Path)
+    e.add_argument("--report", type=Path, help="write report.md and PNG charts into this folder")
+    e.set_defaults(func=_evaluate)
 
     m = sub.add_parser("models", help="list or activate model versions")
     msub = m.add_subparsers(dest="models_command", metavar="ACTION", required=True)
