@@ -140,6 +140,41 @@ impl Ensemble {
         Ok(e)
     }
 
+    /// [`Ensemble::new`] with the [`ModelInfo`] given as its JSON header (the bindings' path).
+    ///
+    /// # Errors
+    /// [`TreeError::Invalid`] for a malformed header or inconsistent trees.
+    pub fn from_json_header(header: &str, specs: &[TreeSpec]) -> Result<Self, TreeError> {
+        let info: ModelInfo = serde_json::from_str(header)
+            .map_err(|e| TreeError::Invalid(format!("bad header: {e}")))?;
+        Self::new(info, specs)
+    }
+
+    /// The metadata as a JSON string.
+    #[must_use]
+    pub fn metadata_json(&self) -> String {
+        self.info.metadata.to_string()
+    }
+
+    /// Replace the metadata from a JSON string.
+    ///
+    /// # Errors
+    /// [`TreeError::Invalid`] when `json` does not parse.
+    pub fn set_metadata_json(&mut self, json: &str) -> Result<(), TreeError> {
+        self.info.metadata = serde_json::from_str(json)
+            .map_err(|e| TreeError::Invalid(format!("bad metadata JSON: {e}")))?;
+        Ok(())
+    }
+
+    /// The class labels as a JSON list, if any.
+    #[must_use]
+    pub fn classes_json(&self) -> Option<String> {
+        self.info
+            .classes
+            .as_ref()
+            .map(|c| serde_json::Value::from(c.clone()).to_string())
+    }
+
     /// Everything but the trees.
     #[must_use]
     pub fn info(&self) -> &ModelInfo {
@@ -186,11 +221,15 @@ impl Ensemble {
         self.info.metadata = metadata;
     }
 
-    fn is_classifier(&self) -> bool {
+    /// Whether the model has classes (`predict_proba`, `predict_class`).
+    #[must_use]
+    pub fn is_classifier(&self) -> bool {
         self.info.classes.is_some()
     }
 
-    fn is_isolation(&self) -> bool {
+    /// Whether the model is an isolation forest (`score_samples`, `predict_outlier`).
+    #[must_use]
+    pub fn is_isolation(&self) -> bool {
         matches!(self.info.aggregation, Aggregation::Isolation { .. })
     }
 
