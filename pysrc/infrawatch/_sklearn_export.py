@@ -1,5 +1,6 @@
 """Turn a fitted scikit-learn tree ensemble into the plain arrays the Rust `TreeEnsemble` takes.
 
+Imported only by `TreeEnsemble.from_sklearn` (loading an artifact needs no scikit-learn).
 Only reading sklearn objects happens here; all scoring is in Rust (core_rs/core/src/trees/).
 `export` returns ``(header_json, trees)``: the header is the artifact's JSON header (`ModelInfo`
 in trees/mod.rs) and each tree is a dict of node arrays with sklearn's conventions (children -1
@@ -15,14 +16,16 @@ import json
 from typing import Any
 
 import numpy as np
+import sklearn
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.ensemble._iforest import _average_path_length
+from sklearn.utils.validation import check_is_fitted
 
 _FOREST_CLS = ("RandomForestClassifier", "ExtraTreesClassifier")
 _FOREST_REG = ("RandomForestRegressor", "ExtraTreesRegressor")
 
 
 def _check_fitted(est: Any) -> None:
-    from sklearn.utils.validation import check_is_fitted
-
     check_is_fitted(est)
 
 
@@ -71,8 +74,6 @@ def export(
     estimator: Any, feature_names: Any = None, metadata: Any = None
 ) -> tuple[str, list[dict[str, Any]]]:
     """(header JSON, per-tree node arrays) for a supported fitted estimator."""
-    import sklearn
-
     name = type(estimator).__name__
     supported = (
         *_FOREST_CLS,
@@ -137,8 +138,6 @@ def _forest(est: Any, header: dict[str, Any], classifier: bool) -> list[dict[str
 
 
 def _gradient_boosting(est: Any, header: dict[str, Any]) -> list[dict[str, Any]]:
-    from sklearn.dummy import DummyClassifier, DummyRegressor
-
     init = est.init_
     if not (isinstance(init, str) and init == "zero") and type(init) not in (DummyClassifier, DummyRegressor):
         raise ValueError(
@@ -219,8 +218,6 @@ def _hist_gradient_boosting(est: Any, header: dict[str, Any]) -> list[dict[str, 
 
 
 def _isolation_forest(est: Any, header: dict[str, Any]) -> list[dict[str, Any]]:
-    from sklearn.ensemble._iforest import _average_path_length
-
     n_features = int(est.n_features_in_)
     # sklearn only re-indexes columns when the trees were fitted on a feature subset
     subsample = est._max_features != n_features
