@@ -4,6 +4,7 @@
 
 pub mod batch;
 pub mod decode;
+pub mod explain;
 pub mod features;
 pub mod fields;
 pub mod limiter;

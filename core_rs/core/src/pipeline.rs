@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use crate::batch::{MessageError, ReadingBatch};
 use crate::decode::decode;
+use crate::explain::{describe, top_features, Toward};
 use crate::features::{FeatureError, FeatureStore};
 use crate::fields::Kind;
 use crate::limiter::TokenBucket;
@@ -146,6 +147,24 @@ impl Bound {
         out
     }
 
+    /// Plain-words reasons for row `r` of the kind's feature matrix `x` (see [`crate::explain`]).
+    fn explain(
+        &self,
+        x: &[f64],
+        n_store: usize,
+        r: usize,
+        toward: Toward,
+        store_names: &[String],
+    ) -> Result<Vec<String>, TreeError> {
+        let row = &x[r * n_store..(r + 1) * n_store];
+        let xm: Vec<f64> = self.cols.iter().map(|&c| row[c]).collect();
+        let top = top_features(&self.model, &xm, toward, 3)?;
+        Ok(top
+            .into_iter()
+            .map(|f| describe(&self.model.feature_names()[f], store_names, row))
+            .collect())
+    }
+
     fn positive_proba(&self, x: &[f64], n_store: usize, n: usize) -> Result<Vec<f64>, TreeError> {
         let p = self.model.predict_proba(&self.gather(x, n_store, n), n)?;
         Ok(p.chunks_exact(2).map(|c| c[1]).collect())
@@ -188,6 +207,8 @@ pub struct Alert {
     pub model_version: String,
     /// The verdict's scores by output name (e.g. `leak_probability`).
     pub scores: Vec<(&'static str, f64)>,
+    /// Up to three reasons in plain words (top feature contributions), strongest first.
+    pub explanation: Vec<String>,
 }
 
 /// The verdict for one reading.
@@ -199,6 +220,8 @@ struct Verdict {
     anomaly_type: Option<&'static str>,
     alert_type: &'static str,
     version: String,
+    /// For HIGH and CRITICAL verdicts: up to three reasons in plain words, strongest first.
+    explanation: Vec<String>,
 }
 
 /// What one `process` call produced.
@@ -439,6 +462,7 @@ impl Pipeline {
             let vs = score_kind(
                 models,
                 &self.config,
+                self.stores[ki].feature_names(),
                 &batch,
                 &keep.iter().map(|&r| rows[r]).collect::<Vec<_>>(),
                 &xs,
@@ -579,6 +603,15 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// "ph 9.10 outside 6.50–8.50", "turbidity_ntu 7.20 above 5.00".
+fn limit_words(l: &QualityLimit, v: f64) -> String {
+    match (l.min.is_finite(), l.max.is_finite()) {
+        (true, true) => format!("{} {v:.2} outside {:.2}–{:.2}", l.field, l.min, l.max),
+        (false, _) => format!("{} {v:.2} above {:.2}", l.field, l.max),
+        (_, false) => format!("{} {v:.2} below {:.2}", l.field, l.min),
+    }
+}
+
 fn field_value(batch: &ReadingBatch, name: &str, i: usize) -> f64 {
     batch.field(name).map_or(f64::NAN, |c| c[i])
 }
@@ -587,6 +620,7 @@ fn field_value(batch: &ReadingBatch, name: &str, i: usize) -> f64 {
 fn score_kind(
     models: &BoundModels,
     config: &PipelineConfig,
+    store_names: &[String],
     batch: &ReadingBatch,
     rows: &[usize],
     x: &[f64],
@@ -609,16 +643,23 @@ fn score_kind(
                     // a burst is the incident when its probability crossed its own bound
                     let is_burst = pb[r] > t.high_burst
                         && (pb[r] > t.critical_burst || pl[r] <= t.critical_leak);
-                    Verdict {
+                    let explanation = if risk >= RiskLevel::High {
+                        let m = if is_burst { burst } else { leak };
+                        m.explain(x, n_store, r, Toward::Up(0), store_names)?
+                    } else {
+                        Vec::new()
+                    };
+                    Ok(Verdict {
                         risk,
                         confidence: confidence(pl[r].max(pb[r])),
                         scores: vec![("leak_probability", pl[r]), ("burst_probability", pb[r])],
                         anomaly_type: None,
                         alert_type: if is_burst { "burst" } else { "leak" },
                         version: version.clone(),
-                    }
+                        explanation,
+                    })
                 })
-                .collect()
+                .collect::<Result<_, TreeError>>()?
         }
         BoundModels::WaterQuality {
             version,
@@ -634,22 +675,37 @@ fn score_kind(
                 .map(|(r, &i)| {
                     let p = pc.as_ref().map_or(f64::NAN, |v| v[r]);
                     let model_risk = bands.level(p);
-                    let limit_risk = config
+                    let breached: Vec<_> = config
                         .quality_limits
                         .iter()
                         .filter(|l| {
                             let v = field_value(batch, &l.field, i);
                             v < l.min || v > l.max
                         })
-                        .map(|l| l.level)
-                        .max()
-                        .unwrap_or_default();
+                        .collect();
+                    let limit_risk = breached.iter().map(|l| l.level).max().unwrap_or_default();
                     let risk = model_risk.max(limit_risk);
+                    let mut explanation: Vec<String> = breached
+                        .iter()
+                        .map(|l| limit_words(l, field_value(batch, &l.field, i)))
+                        .collect();
+                    if model_risk >= RiskLevel::High {
+                        if let Some(b) = contamination {
+                            explanation.extend(b.explain(
+                                x,
+                                n_store,
+                                r,
+                                Toward::Up(0),
+                                store_names,
+                            )?);
+                        }
+                    }
+                    explanation.truncate(3);
                     let mut scores = Vec::with_capacity(1);
                     if pc.is_some() {
                         scores.push(("contamination_probability", p));
                     }
-                    Verdict {
+                    Ok(Verdict {
                         risk,
                         confidence: if pc.is_some() { confidence(p) } else { 1.0 },
                         scores,
@@ -660,9 +716,14 @@ fn score_kind(
                             "contamination"
                         },
                         version: version.clone(),
-                    }
+                        explanation: if risk >= RiskLevel::High {
+                            explanation
+                        } else {
+                            Vec::new()
+                        },
+                    })
                 })
-                .collect()
+                .collect::<Result<_, TreeError>>()?
         }
         BoundModels::Energy {
             version,
@@ -706,16 +767,37 @@ fn score_kind(
                     } else {
                         "unusual_pattern"
                     });
-                    Verdict {
+                    let mut explanation = Vec::new();
+                    if risk >= RiskLevel::High {
+                        if actual.is_finite() && exp[r].abs() > 1e-12 {
+                            let pct = (actual - exp[r]) / exp[r].abs() * 100.0;
+                            explanation.push(format!(
+                                "energy_kwh {actual:.3} vs {:.3} expected ({pct:+.0}%)",
+                                exp[r]
+                            ));
+                        }
+                        // towards the alert: less P(normal) for a classifier, shorter isolation paths
+                        let toward = if n_classes >= 2 && anomaly.model.contribution_outputs() > 1 {
+                            Toward::Down(0)
+                        } else if n_classes >= 2 {
+                            Toward::Up(0)
+                        } else {
+                            Toward::Down(0)
+                        };
+                        explanation.extend(anomaly.explain(x, n_store, r, toward, store_names)?);
+                        explanation.truncate(3);
+                    }
+                    Ok(Verdict {
                         risk,
                         confidence: confidence(score),
                         scores: vec![("anomaly_score", score), ("expected_kwh", exp[r])],
                         anomaly_type: (risk >= RiskLevel::Medium).then_some(kind),
                         alert_type: kind,
                         version: version.clone(),
-                    }
+                        explanation,
+                    })
                 })
-                .collect()
+                .collect::<Result<_, TreeError>>()?
         }
     })
 }
@@ -741,6 +823,9 @@ fn write_reading(w: &mut LineWriter, batch: &ReadingBatch, i: usize, verdict: Op
         if let Some(t) = v.anomaly_type {
             w.field_str("anomaly_type", t);
         }
+        if !v.explanation.is_empty() {
+            w.field_str("explanation", &v.explanation.join("; "));
+        }
     }
     w.end(batch.timestamp_ns[i]);
 }
@@ -763,12 +848,16 @@ fn make_alert(batch: &ReadingBatch, i: usize, v: &Verdict) -> Alert {
         "low_consumption" => "Electricity use implausibly low",
         _ => "Unusual electricity pattern",
     };
-    let message = format!(
+    let mut message = format!(
         "{what} at sensor {sensor} ({} zone {zone}, site {}): {} risk; {scores}",
         batch.kind(i).as_str(),
         batch.site(i),
         v.risk.as_str()
     );
+    if !v.explanation.is_empty() {
+        message.push_str(" — ");
+        message.push_str(&v.explanation.join("; "));
+    }
     Alert {
         sensor_id: sensor.to_owned(),
         site: batch.site(i).to_owned(),
@@ -780,6 +869,7 @@ fn make_alert(batch: &ReadingBatch, i: usize, v: &Verdict) -> Alert {
         timestamp_ns: batch.timestamp_ns[i],
         model_version: v.version.clone(),
         scores: v.scores.clone(),
+        explanation: v.explanation.clone(),
     }
 }
 

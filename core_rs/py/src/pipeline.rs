@@ -391,6 +391,7 @@ fn alert_dict<'py>(py: Python<'py>, a: &Alert) -> PyResult<Bound<'py, PyDict>> {
     d.set_item("message", &a.message)?;
     d.set_item("timestamp_ns", a.timestamp_ns)?;
     d.set_item("model_version", &a.model_version)?;
+    d.set_item("explanation", &a.explanation)?;
     for (k, v) in &a.scores {
         d.set_item(*k, *v)?;
     }
