@@ -187,7 +187,7 @@ mod tests {
         );
         assert_eq!(
             describe("flow_rate_lps_last", &n, &[62.0, 100.0]),
-            "flow_rate_lps 62.0 L/s, 38% below its window mean"
+            "flow_rate_lps 62.00 L/s, 38% below its window mean"
         );
     }
 
