@@ -44,6 +44,8 @@ pub enum FeatureError {
     UnknownField(String),
     #[error("field {0:?} given twice")]
     DuplicateField(String),
+    #[error("{0}")]
+    Shape(String),
     #[error("corrupt feature store snapshot: {0}")]
     Snapshot(String),
 }
@@ -182,6 +184,57 @@ impl FeatureStore {
             folded.push(self.update_one(batch.sensor_id(i), batch.timestamp_ns[i], &values, row));
         }
         folded
+    }
+
+    /// Fold readings held in columns (the same as `update_rows` over every row of a batch):
+    /// `columns[j]` is the column of `fields()[j]`, `None` when absent (all NaN).
+    ///
+    /// # Errors
+    /// When the columns and ids differ in length or `columns.len() != fields().len()`.
+    pub fn update_columns(
+        &mut self,
+        sensor_ids: &[String],
+        ts_ns: &[i64],
+        columns: &[Option<&[f64]>],
+        out: &mut Vec<f64>,
+    ) -> Result<Vec<bool>, FeatureError> {
+        let n = sensor_ids.len();
+        if ts_ns.len() != n {
+            return Err(FeatureError::Shape(format!(
+                "timestamp_ns has {} values for {n} sensor ids",
+                ts_ns.len()
+            )));
+        }
+        if columns.len() != self.fields.len() {
+            return Err(FeatureError::Shape(format!(
+                "{} columns for {} fields",
+                columns.len(),
+                self.fields.len()
+            )));
+        }
+        for (f, c) in self.fields.iter().zip(columns) {
+            if let Some(c) = c {
+                if c.len() != n {
+                    return Err(FeatureError::Shape(format!(
+                        "field {f:?} has {} values for {n} readings",
+                        c.len()
+                    )));
+                }
+            }
+        }
+        let nf = self.n_features();
+        let mut values = vec![f64::NAN; columns.len()];
+        let start = out.len();
+        out.resize(start + n * nf, f64::NAN);
+        let mut folded = Vec::with_capacity(n);
+        for i in 0..n {
+            for (v, c) in values.iter_mut().zip(columns) {
+                *v = c.map_or(f64::NAN, |c| c[i]);
+            }
+            let row = &mut out[start + i * nf..start + (i + 1) * nf];
+            folded.push(self.update_one(&sensor_ids[i], ts_ns[i], &values, row));
+        }
+        Ok(folded)
     }
 
     /// Fold one reading (`values` in `fields()` order, NaN where missing; non-finite values count
