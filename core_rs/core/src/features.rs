@@ -1,24 +1,132 @@
-//! Per-sensor rolling-window features. (Placeholder: the features work item replaces this.)
+//! Per-sensor rolling-window features: a ring of each sensor's last `window` folded readings,
+//! per-field EWMA state, and the feature row computed for every reading folded in.
+//!
+//! Window statistics are recomputed from the ring on every reading (two passes over contiguous
+//! memory per field) rather than kept as running sums: running sums drift on long streams with
+//! large offsets, and a recompute over ≤ `window` values is cheap.
+//!
+//! State of one sensor is a single allocation laid out as
+//! `[timestamps (window, i64 bits) | field 0 values (window) | … | field k-1 values | ewma (k)]`.
+//! Slots `0..len` are in use; `head` is the next slot to write.
 
 use crate::batch::ReadingBatch;
+use crate::fields::{index_of, Kind};
+use hashbrown::HashMap;
 
-#[derive(Debug, thiserror::Error)]
+/// The statistics computed per field, in feature order.
+pub const FIELD_STATS: [&str; 9] = [
+    "last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore",
+];
+/// The per-reading features that follow the per-field ones, in feature order.
+pub const READING_FEATURES: [&str; 7] = [
+    "count",
+    "dt_s",
+    "hour",
+    "dow",
+    "weekend",
+    "night",
+    "pressure_flow_ratio",
+];
+/// Largest accepted window: bounds the per-sensor allocation a caller can ask for.
+pub const MAX_WINDOW: usize = 100_000;
+
+const SNAPSHOT_MAGIC: &[u8; 8] = b"IWFSTORE";
+const SNAPSHOT_VERSION: u32 = 1;
+const NS_PER_S: f64 = 1e9;
+const NS_PER_HOUR: i64 = 3_600_000_000_000;
+const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum FeatureError {
+    #[error("window must be between 2 and {MAX_WINDOW}, got {0}")]
+    Window(usize),
+    #[error("unknown field {0:?} (expected a canonical field name)")]
+    UnknownField(String),
+    #[error("field {0:?} given twice")]
+    DuplicateField(String),
     #[error("{0}")]
-    Invalid(String),
+    Shape(String),
+    #[error("corrupt feature store snapshot: {0}")]
+    Snapshot(String),
 }
 
+/// One sensor's ring and EWMA state (see the module doc for the layout of `data`).
+#[derive(Debug, Clone)]
+struct Sensor {
+    head: u32,
+    len: u32,
+    data: Box<[f64]>,
+}
+
+/// Rolling-window feature state for many sensors sharing one window and field set.
 #[derive(Debug, Clone)]
 pub struct FeatureStore {
+    window: usize,
+    fields: Vec<String>,
     names: Vec<String>,
+    /// Indices of `pressure_bar` and `flow_rate_lps` in `fields`, for the ratio feature.
+    pressure: Option<usize>,
+    flow: Option<usize>,
+    sensors: HashMap<Box<str>, Sensor>,
+    stale: u64,
+    /// Scratch: time of each ring slot relative to the newest reading, in seconds.
+    t: Vec<f64>,
+}
+
+/// The default field set: every kind's model fields, deduplicated, in order.
+#[must_use]
+pub fn default_fields() -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for k in Kind::ALL {
+        for f in k.model_fields() {
+            if !out.iter().any(|o| o == f) {
+                out.push((*f).to_owned());
+            }
+        }
+    }
+    out
 }
 
 impl FeatureStore {
     /// # Errors
-    /// On a zero window or an unknown field.
+    /// On a window outside `2..=MAX_WINDOW`, an unknown (non-canonical) or repeated field.
     pub fn new(window: usize, fields: &[String]) -> Result<Self, FeatureError> {
-        let _ = (window, fields);
-        Ok(Self { names: Vec::new() })
+        if !(2..=MAX_WINDOW).contains(&window) {
+            return Err(FeatureError::Window(window));
+        }
+        for (i, f) in fields.iter().enumerate() {
+            if index_of(f).is_none() {
+                return Err(FeatureError::UnknownField(f.clone()));
+            }
+            if fields[..i].contains(f) {
+                return Err(FeatureError::DuplicateField(f.clone()));
+            }
+        }
+        let mut names = Vec::with_capacity(fields.len() * FIELD_STATS.len() + 7);
+        for f in fields {
+            names.extend(FIELD_STATS.iter().map(|s| format!("{f}_{s}")));
+        }
+        names.extend(READING_FEATURES.iter().map(|s| (*s).to_owned()));
+        Ok(Self {
+            window,
+            fields: fields.to_vec(),
+            names,
+            pressure: fields.iter().position(|f| f == "pressure_bar"),
+            flow: fields.iter().position(|f| f == "flow_rate_lps"),
+            sensors: HashMap::new(),
+            stale: 0,
+            t: vec![0.0; window],
+        })
+    }
+
+    #[must_use]
+    pub fn window(&self) -> usize {
+        self.window
+    }
+
+    #[must_use]
+    pub fn fields(&self) -> &[String] {
+        &self.fields
     }
 
     #[must_use]
@@ -31,21 +139,26 @@ impl FeatureStore {
         self.names.len()
     }
 
+    /// Sensors tracked (those with at least one folded reading).
     #[must_use]
     pub fn n_sensors(&self) -> usize {
-        0
+        self.sensors.len()
     }
 
+    /// Readings refused because they were not newer than their sensor's newest folded reading.
     #[must_use]
-    pub fn snapshot(&self) -> Vec<u8> {
-        Vec::new()
+    pub fn stale_count(&self) -> u64 {
+        self.stale
     }
 
-    /// # Errors
-    /// Placeholder.
-    pub fn restore(data: &[u8]) -> Result<Self, FeatureError> {
-        let _ = data;
-        Ok(Self { names: Vec::new() })
+    /// Heap bytes of one sensor's ring allocation (excluding its key and the map slot).
+    #[must_use]
+    pub fn ring_bytes_per_sensor(&self) -> usize {
+        self.slots_len() * std::mem::size_of::<f64>()
+    }
+
+    fn slots_len(&self) -> usize {
+        self.window * (self.fields.len() + 1) + self.fields.len()
     }
 
     /// Fold `rows` of `batch` in order, appending `rows.len() × n_features` values (row-major)
@@ -57,7 +170,378 @@ impl FeatureStore {
         rows: &[usize],
         out: &mut Vec<f64>,
     ) -> Vec<bool> {
-        let _ = (batch, out);
-        vec![true; rows.len()]
+        let nf = self.n_features();
+        let cols: Vec<Option<&[f64]>> = self.fields.iter().map(|f| batch.field(f)).collect();
+        let mut values = vec![f64::NAN; cols.len()];
+        let start = out.len();
+        out.resize(start + rows.len() * nf, f64::NAN);
+        let mut folded = Vec::with_capacity(rows.len());
+        for (k, &i) in rows.iter().enumerate() {
+            for (v, c) in values.iter_mut().zip(&cols) {
+                *v = c.map_or(f64::NAN, |c| c[i]);
+            }
+            let row = &mut out[start + k * nf..start + (k + 1) * nf];
+            folded.push(self.update_one(batch.sensor_id(i), batch.timestamp_ns[i], &values, row));
+        }
+        folded
+    }
+
+    /// Fold readings held in columns (the same as `update_rows` over every row of a batch):
+    /// `columns[j]` is the column of `fields()[j]`, `None` when absent (all NaN).
+    ///
+    /// # Errors
+    /// When the columns and ids differ in length or `columns.len() != fields().len()`.
+    pub fn update_columns(
+        &mut self,
+        sensor_ids: &[String],
+        ts_ns: &[i64],
+        columns: &[Option<&[f64]>],
+        out: &mut Vec<f64>,
+    ) -> Result<Vec<bool>, FeatureError> {
+        let n = sensor_ids.len();
+        if ts_ns.len() != n {
+            return Err(FeatureError::Shape(format!(
+                "timestamp_ns has {} values for {n} sensor ids",
+                ts_ns.len()
+            )));
+        }
+        if columns.len() != self.fields.len() {
+            return Err(FeatureError::Shape(format!(
+                "{} columns for {} fields",
+                columns.len(),
+                self.fields.len()
+            )));
+        }
+        for (f, c) in self.fields.iter().zip(columns) {
+            if let Some(c) = c {
+                if c.len() != n {
+                    return Err(FeatureError::Shape(format!(
+                        "field {f:?} has {} values for {n} readings",
+                        c.len()
+                    )));
+                }
+            }
+        }
+        let nf = self.n_features();
+        let mut values = vec![f64::NAN; columns.len()];
+        let start = out.len();
+        out.resize(start + n * nf, f64::NAN);
+        let mut folded = Vec::with_capacity(n);
+        for i in 0..n {
+            for (v, c) in values.iter_mut().zip(columns) {
+                *v = c.map_or(f64::NAN, |c| c[i]);
+            }
+            let row = &mut out[start + i * nf..start + (i + 1) * nf];
+            folded.push(self.update_one(&sensor_ids[i], ts_ns[i], &values, row));
+        }
+        Ok(folded)
+    }
+
+    /// Fold one reading (`values` in `fields()` order, NaN where missing; non-finite values count
+    /// as missing) and write its feature row into `out`. Returns false, leaving `out` all NaN
+    /// and counting it stale, when `ts_ns` is not newer than the sensor's newest folded reading.
+    ///
+    /// # Panics
+    /// If `values.len() != fields().len()` or `out.len() != n_features()` (a caller bug).
+    pub fn update_one(
+        &mut self,
+        sensor_id: &str,
+        ts_ns: i64,
+        values: &[f64],
+        out: &mut [f64],
+    ) -> bool {
+        let k = self.fields.len();
+        assert_eq!(values.len(), k, "one value per store field");
+        assert_eq!(out.len(), self.names.len(), "one output per feature");
+        let w = self.window;
+        let s = match self.sensors.get_mut(sensor_id) {
+            Some(s) => s,
+            None => self
+                .sensors
+                .entry(Box::from(sensor_id))
+                .or_insert_with(|| Sensor {
+                    head: 0,
+                    len: 0,
+                    data: vec![f64::NAN; w * (k + 1) + k].into_boxed_slice(),
+                }),
+        };
+        let head = s.head as usize;
+        let prev = (s.len > 0).then(|| (head + w - 1) % w);
+        if let Some(p) = prev {
+            if ts_ns <= ts_of(s.data[p]) {
+                out.fill(f64::NAN);
+                self.stale += 1;
+                return false;
+            }
+        }
+        let (ts_ring, rest) = s.data.split_at_mut(w);
+        let (vals, ewma) = rest.split_at_mut(w * k);
+        ts_ring[head] = f64::from_bits(ts_ns as u64);
+        let alpha = 2.0 / (w as f64 + 1.0);
+        for (j, &v) in values.iter().enumerate() {
+            let v = if v.is_finite() { v } else { f64::NAN };
+            vals[j * w + head] = v;
+            if !v.is_nan() {
+                let e = &mut ewma[j];
+                *e = if e.is_nan() {
+                    v
+                } else {
+                    alpha * v + (1.0 - alpha) * *e
+                };
+            }
+        }
+        s.head = ((head + 1) % w) as u32;
+        s.len = (s.len + 1).min(w as u32);
+        let len = s.len as usize;
+
+        // time of every used slot relative to the newest reading, in seconds
+        for (t, &b) in self.t[..len].iter_mut().zip(&ts_ring[..len]) {
+            *t = rel_seconds(ts_of(b), ts_ns);
+        }
+        let t = &self.t[..len];
+        for j in 0..k {
+            let ring = &vals[j * w..j * w + len];
+            let last = ring[head];
+            let delta = prev.map_or(f64::NAN, |p| last - vals[j * w + p]);
+            let o = &mut out[j * FIELD_STATS.len()..(j + 1) * FIELD_STATS.len()];
+            field_stats(ring, t, last, delta, ewma[j], o);
+        }
+        let o = &mut out[k * FIELD_STATS.len()..];
+        o[0] = len as f64;
+        o[1] = prev.map_or(f64::NAN, |p| -rel_seconds(ts_of(ts_ring[p]), ts_ns));
+        let day = ts_ns.div_euclid(NS_PER_DAY);
+        let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
+        let dow = (day + 3).rem_euclid(7); // 1970-01-01 was a Thursday
+        o[2] = hour as f64;
+        o[3] = dow as f64;
+        o[4] = f64::from(u8::from(dow >= 5));
+        o[5] = f64::from(u8::from(!(6..22).contains(&hour)));
+        o[6] = match (self.pressure, self.flow) {
+            (Some(p), Some(f)) => {
+                let (p, f) = (vals[p * w + head], vals[f * w + head]);
+                if f == 0.0 {
+                    f64::NAN
+                } else {
+                    p / f // NaN when either is missing
+                }
+            }
+            _ => f64::NAN,
+        };
+        true
+    }
+
+    /// Serialise the whole state (versioned binary format; sensors sorted by id so equal states
+    /// give equal bytes).
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<u8> {
+        let per = self.slots_len() * 8 + 8;
+        let mut out = Vec::with_capacity(64 + self.sensors.len() * (per + 16));
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&SNAPSHOT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(self.window as u32).to_le_bytes());
+        out.extend_from_slice(&(self.fields.len() as u32).to_le_bytes());
+        for f in &self.fields {
+            out.extend_from_slice(&(f.len() as u32).to_le_bytes());
+            out.extend_from_slice(f.as_bytes());
+        }
+        out.extend_from_slice(&self.stale.to_le_bytes());
+        out.extend_from_slice(&(self.sensors.len() as u64).to_le_bytes());
+        let mut keys: Vec<&Box<str>> = self.sensors.keys().collect();
+        keys.sort_unstable();
+        for key in keys {
+            let s = &self.sensors[key];
+            out.extend_from_slice(&(key.len() as u32).to_le_bytes());
+            out.extend_from_slice(key.as_bytes());
+            out.extend_from_slice(&s.head.to_le_bytes());
+            out.extend_from_slice(&s.len.to_le_bytes());
+            for v in s.data.iter() {
+                out.extend_from_slice(&v.to_bits().to_le_bytes());
+            }
+        }
+        out
+    }
+
+    /// Rebuild a store from `snapshot` bytes.
+    ///
+    /// # Errors
+    /// On a foreign, truncated, corrupt or unsupported-version blob.
+    pub fn restore(data: &[u8]) -> Result<Self, FeatureError> {
+        let mut r = Reader { data, pos: 0 };
+        if r.take(SNAPSHOT_MAGIC.len())? != SNAPSHOT_MAGIC {
+            return Err(corrupt("not a feature store snapshot (bad magic)"));
+        }
+        let version = r.u32()?;
+        if version != SNAPSHOT_VERSION {
+            return Err(corrupt(&format!(
+                "unsupported version {version} (this build reads {SNAPSHOT_VERSION})"
+            )));
+        }
+        let window = r.u32()? as usize;
+        let n_fields = r.u32()? as usize;
+        if n_fields > crate::fields::CANONICAL_FIELDS.len() {
+            return Err(corrupt("too many fields"));
+        }
+        let mut fields = Vec::with_capacity(n_fields);
+        for _ in 0..n_fields {
+            let n = r.u32()? as usize;
+            let f =
+                std::str::from_utf8(r.take(n)?).map_err(|_| corrupt("field name is not UTF-8"))?;
+            fields.push(f.to_owned());
+        }
+        let mut store = Self::new(window, &fields).map_err(|e| corrupt(&e.to_string()))?;
+        store.stale = r.u64()?;
+        let n_sensors = r.u64()?;
+        let slots = store.slots_len();
+        // every sensor needs at least this many bytes: bounds the count before allocating
+        let min_rec = 4 + 8 + slots * 8;
+        if n_sensors > (r.remaining() / min_rec) as u64 {
+            return Err(corrupt("sensor count exceeds the data"));
+        }
+        store.sensors.reserve(n_sensors as usize);
+        for _ in 0..n_sensors {
+            let n = r.u32()? as usize;
+            let key =
+                std::str::from_utf8(r.take(n)?).map_err(|_| corrupt("sensor id is not UTF-8"))?;
+            let head = r.u32()?;
+            let len = r.u32()?;
+            let (h, l) = (head as usize, len as usize);
+            // the ring fills slots 0..len in order, then wraps: head == len % window until full
+            if l == 0 || l > window || h >= window || (l < window && h != l % window) {
+                return Err(corrupt(&format!("bad ring position for sensor {key:?}")));
+            }
+            let raw = r.take(slots * 8)?;
+            let data: Box<[f64]> = raw
+                .chunks_exact(8)
+                .map(|c| f64::from_bits(u64::from_le_bytes(c.try_into().unwrap_or([0; 8]))))
+                .collect();
+            if store
+                .sensors
+                .insert(Box::from(key), Sensor { head, len, data })
+                .is_some()
+            {
+                return Err(corrupt(&format!("sensor {key:?} appears twice")));
+            }
+        }
+        if r.remaining() != 0 {
+            return Err(corrupt("trailing bytes"));
+        }
+        Ok(store)
     }
 }
+
+/// The nine statistics of one field over the used ring slots `ring` (NaN = missing) with slot
+/// times `t` (seconds relative to the newest reading).
+///
+/// Sums run over deviations from a shift (the newest value when present, else the first valid
+/// one): with large offsets (1e6 + noise) the mean, spread and z-score then lose precision to
+/// the noise's magnitude, not the offset's.
+fn field_stats(ring: &[f64], t: &[f64], last: f64, delta: f64, ewma: f64, o: &mut [f64]) {
+    let mut shift = last;
+    let (mut n, mut sd, mut st) = (0usize, 0.0, 0.0);
+    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
+    for (&v, &ti) in ring.iter().zip(t) {
+        if !v.is_nan() {
+            if shift.is_nan() {
+                shift = v;
+            }
+            n += 1;
+            sd += v - shift;
+            st += ti;
+            lo = lo.min(v);
+            hi = hi.max(v);
+        }
+    }
+    o[0] = last;
+    o[5] = delta;
+    o[7] = ewma;
+    if n == 0 {
+        for i in [1, 2, 3, 4, 6] {
+            o[i] = f64::NAN;
+        }
+        o[8] = if last.is_nan() { f64::NAN } else { 0.0 };
+        return;
+    }
+    let nf = n as f64;
+    let (mean, std, slope, z);
+    if lo == hi {
+        // all equal: exact mean and zero spread, free of rounding in sum / n
+        mean = lo;
+        std = 0.0;
+        slope = if n >= 2 { 0.0 } else { f64::NAN };
+        z = 0.0;
+    } else {
+        let dmean = sd / nf;
+        let mt = st / nf;
+        let (mut sdd, mut sxy, mut sxx) = (0.0, 0.0, 0.0);
+        for (&v, &ti) in ring.iter().zip(t) {
+            if !v.is_nan() {
+                let dv = (v - shift) - dmean;
+                let dt = ti - mt;
+                sdd += dv * dv;
+                sxy += dt * dv;
+                sxx += dt * dt;
+            }
+        }
+        mean = shift + dmean;
+        std = (sdd / nf).sqrt();
+        slope = if sxx > 0.0 { sxy / sxx } else { f64::NAN };
+        z = if std > 0.0 {
+            ((last - shift) - dmean) / std
+        } else {
+            0.0
+        };
+    }
+    o[1] = mean;
+    o[2] = std;
+    o[3] = lo;
+    o[4] = hi;
+    o[6] = slope;
+    o[8] = if last.is_nan() { f64::NAN } else { z };
+}
+
+fn ts_of(bits: f64) -> i64 {
+    bits.to_bits() as i64
+}
+
+/// `(ts - newest)` in seconds, exact in i128 before the one rounding to f64.
+fn rel_seconds(ts: i64, newest: i64) -> f64 {
+    (i128::from(ts) - i128::from(newest)) as f64 / NS_PER_S
+}
+
+fn corrupt(msg: &str) -> FeatureError {
+    FeatureError::Snapshot(msg.to_owned())
+}
+
+struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], FeatureError> {
+        if n > self.remaining() {
+            return Err(corrupt("truncated"));
+        }
+        let s = &self.data[self.pos..self.pos + n];
+        self.pos += n;
+        Ok(s)
+    }
+
+    fn remaining(&self) -> usize {
+        self.data.len() - self.pos
+    }
+
+    fn u32(&mut self) -> Result<u32, FeatureError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+
+    fn u64(&mut self) -> Result<u64, FeatureError> {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(self.take(8)?);
+        Ok(u64::from_le_bytes(a))
+    }
+}
+
+#[cfg(test)]
+mod tests;
