@@ -50,7 +50,6 @@ def decode(
 
 # ---------------------------------------------------------------- end decode
 
-
 # ---------------------------------------------------------------- limiter (section owned by limiter)
 
 class TokenBucket:
@@ -75,20 +74,63 @@ class TokenBucket:
 
 # ---------------------------------------------------------------- end limiter
 
-
 # ---------------------------------------------------------------- features (section owned by features)
 
 class FeatureStore: ...
 
 # ---------------------------------------------------------------- end features
 
-
 # ---------------------------------------------------------------- trees (section owned by trees)
 
-class TreeEnsemble: ...
+class TreeEnsemble:
+    """A scikit-learn tree ensemble scored in Rust with exact scikit-learn parity.
+
+    Supported: RandomForest/ExtraTrees Classifier+Regressor, GradientBoosting Classifier (log_loss)
+    + Regressor, HistGradientBoosting Classifier + Regressor (numeric features), IsolationForest.
+    NaN follows each split's `missing_go_to_left` (also for GradientBoosting, which sklearn
+    rejects NaN for). X: 2-D array-like of numbers (n, n_features).
+    """
+
+    @classmethod
+    def from_sklearn(
+        cls, estimator: Any, feature_names: Sequence[str] | None = None, metadata: Any = None
+    ) -> TreeEnsemble: ...
+    def predict_proba(self, x: Any) -> npt.NDArray[np.float64]:
+        """(n, n_classes) class probabilities (classifiers)."""
+    def predict(self, x: Any) -> npt.NDArray[Any]:
+        """Class labels (dtype of `classes_`), regression values, or ±1 for IsolationForest."""
+    def score_samples(self, x: Any) -> npt.NDArray[np.float64]:
+        """IsolationForest score (lower = more abnormal), shape (n,)."""
+    def decision_function(self, x: Any) -> npt.NDArray[np.float64]:
+        """IsolationForest: score_samples − offset_; boosting classifiers: raw scores."""
+    def contributions(self, x: Any) -> npt.NDArray[np.float64]:
+        """Saabas contributions (n, n_features + 1[, n_classes]); the bias is the last column."""
+    def save(self, path: str | PathLike[str]) -> None: ...
+    @classmethod
+    def load(cls, path: str | PathLike[str]) -> TreeEnsemble: ...
+    def to_bytes(self) -> bytes: ...
+    @classmethod
+    def from_bytes(cls, data: bytes) -> TreeEnsemble: ...
+    @property
+    def n_features(self) -> int: ...
+    @property
+    def feature_names(self) -> list[str]: ...
+    @property
+    def classes(self) -> list[Any] | None: ...
+    @property
+    def estimator(self) -> str: ...
+    @property
+    def sklearn_version(self) -> str: ...
+    @property
+    def n_trees(self) -> int: ...
+    @property
+    def created(self) -> str: ...
+    @property
+    def metadata(self) -> Any: ...
+    @metadata.setter
+    def metadata(self, value: Any) -> None: ...
 
 # ---------------------------------------------------------------- end trees
-
 
 # ---------------------------------------------------------------- pipeline (section owned by pipeline)
 

@@ -139,7 +139,10 @@ def _forest(est: Any, header: dict[str, Any], classifier: bool) -> list[dict[str
 
 def _gradient_boosting(est: Any, header: dict[str, Any]) -> list[dict[str, Any]]:
     init = est.init_
-    if not (isinstance(init, str) and init == "zero") and type(init) not in (DummyClassifier, DummyRegressor):
+    constant = type(init) is DummyRegressor or (
+        type(init) is DummyClassifier and init.strategy in ("prior", "most_frequent", "constant", "uniform")
+    )
+    if not (isinstance(init, str) and init == "zero") and not constant:
         raise ValueError(
             f"{type(est).__name__}: a custom init estimator ({type(init).__name__}) is not supported"
         )
