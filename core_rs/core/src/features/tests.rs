@@ -282,20 +282,24 @@ fn matches_naive_reference_on_random_streams() {
 }
 
 fn batch_of(stream: &[(String, i64, Vec<f64>)], fields: &[String]) -> ReadingBatch {
-    ReadingBatch {
-        sensor_id: stream.iter().map(|r| r.0.clone()).collect(),
-        kind: vec![Kind::WaterFlow; stream.len()],
-        site: vec![String::new(); stream.len()],
-        zone: vec![String::new(); stream.len()],
-        timestamp_ns: stream.iter().map(|r| r.1).collect(),
-        fields: fields
+    let mut batch = ReadingBatch::default();
+    for (i, (sensor, ts, values)) in stream.iter().enumerate() {
+        let row: Vec<(&str, f64)> = fields
             .iter()
-            .enumerate()
-            .map(|(j, f)| (f.clone(), stream.iter().map(|r| r.2[j]).collect()))
-            .collect(),
-        source: (0..stream.len() as i32).collect(),
-        errors: Vec::new(),
+            .zip(values)
+            .map(|(f, v)| (f.as_str(), *v))
+            .collect();
+        batch.push_reading(
+            sensor,
+            Kind::WaterFlow,
+            "",
+            "",
+            *ts,
+            i32::try_from(i).unwrap(),
+            &row,
+        );
     }
+    batch
 }
 
 #[test]
@@ -303,8 +307,7 @@ fn update_rows_equals_update_one_and_handles_absent_columns() {
     let fields = s(&["pressure_bar", "flow_rate_lps"]);
     let stream = random_stream(3, 500, 4, 2);
     // the batch lacks flow entirely and has an extra column the store ignores
-    let mut batch = batch_of(&stream, &s(&["pressure_bar", "ph"]));
-    batch.fields[1].0 = "ph".into();
+    let batch = batch_of(&stream, &s(&["pressure_bar", "ph"]));
     let mut a = FeatureStore::new(6, &fields).unwrap();
     let mut b = a.clone();
     let rows: Vec<usize> = (0..stream.len()).step_by(2).collect();
