@@ -11,9 +11,9 @@ import numpy as np
 import orjson
 import pytest
 from sklearn.ensemble import RandomForestClassifier
+from tests.utils.factories import MINUTE, T0, nested, telemetry_topic, water_flow_stream
 
 from infrawatch import core
-from tests.utils.factories import MINUTE, T0, nested, telemetry_topic, water_flow_stream
 
 WINDOW = 60
 N_SENSORS = 1000
@@ -21,14 +21,20 @@ STEPS = 10  # readings per sensor per batch → 10k payloads per batch
 WARMUP, ROUNDS = 2, 3
 N_BATCHES = WARMUP + ROUNDS  # every round gets new readings (a repeated batch would be stale)
 FIELDS = core.kind_fields("water_flow")
-ALIASES = {"pressure": "pressure_bar", "flow": "flow_rate_lps", "flow_rate": "flow_rate_lps", "temp": "temperature_c"}
+ALIASES = {
+    "pressure": "pressure_bar",
+    "flow": "flow_rate_lps",
+    "flow_rate": "flow_rate_lps",
+    "temp": "temperature_c",
+}
 
 
 @pytest.fixture(scope="module")
 def workload() -> dict[str, Any]:
     rng = np.random.default_rng(0)
     streams = [
-        water_flow_stream(rng, STEPS * N_BATCHES, leak_at=15 if s % 10 == 0 else None) for s in range(N_SENSORS)
+        water_flow_stream(rng, STEPS * N_BATCHES, leak_at=15 if s % 10 == 0 else None)
+        for s in range(N_SENSORS)
     ]
     batches = []
     for b in range(N_BATCHES):
@@ -36,14 +42,18 @@ def workload() -> dict[str, Any]:
         for step in range(b * STEPS, (b + 1) * STEPS):
             for s, (cols, _, _) in enumerate(streams):
                 sid = f"wf-{s:05d}"
-                payloads.append(nested(sid, T0 + step * MINUTE, **{k: float(v[step]) for k, v in cols.items()}))
+                payloads.append(
+                    nested(sid, T0 + step * MINUTE, **{k: float(v[step]) for k, v in cols.items()})
+                )
                 topics.append(telemetry_topic("city", "water_flow", sid))
         batches.append((payloads, topics))
     # train the 100-tree, depth-12 forests on features from the production feature store
     fs = core.FeatureStore(window=WINDOW, fields=FIELDS)
     x = np.vstack(
         [
-            fs.update_arrays([f"t{s}"] * len(c["flow_rate_lps"]), T0 + np.arange(len(c["flow_rate_lps"])) * MINUTE, c)
+            fs.update_arrays(
+                [f"t{s}"] * len(c["flow_rate_lps"]), T0 + np.arange(len(c["flow_rate_lps"])) * MINUTE, c
+            )
             for s, (c, _, _) in enumerate(streams[:200])
         ]
     )
@@ -87,7 +97,12 @@ class PythonTwin:
     def features(self, sid: str, ts: int, m: dict[str, float]) -> list[float]:
         st = self.state.get(sid)
         if st is None:
-            st = {"t": deque(maxlen=WINDOW), "v": {f: deque(maxlen=WINDOW) for f in FIELDS}, "e": {}, "last": None}
+            st = {
+                "t": deque(maxlen=WINDOW),
+                "v": {f: deque(maxlen=WINDOW) for f in FIELDS},
+                "e": {},
+                "last": None,
+            }
             self.state[sid] = st
         dt = (ts - st["last"]) / 1e9 if st["last"] is not None else math.nan
         st["last"] = ts
@@ -103,7 +118,15 @@ class PythonTwin:
         hour = (ts // 3_600_000_000_000) % 24
         dow = ((ts // 86_400_000_000_000) + 3) % 7
         p, q = m.get("pressure_bar", math.nan), m.get("flow_rate_lps", math.nan)
-        row += [len(st["t"]), dt, hour, dow, float(dow >= 5), float(hour < 6 or hour >= 22), p / q if q else math.nan]
+        row += [
+            len(st["t"]),
+            dt,
+            hour,
+            dow,
+            float(dow >= 5),
+            float(hour < 6 or hour >= 22),
+            p / q if q else math.nan,
+        ]
         return row
 
     def process(self, payloads: list[bytes], topics: list[str]) -> bytes:
@@ -118,11 +141,13 @@ class PythonTwin:
         pb = self.burst.predict_proba(x)[:, 1]
         lines = []
         for (site, kind, sid, zone, ts, m), leak, burst in zip(recs, pl, pb, strict=True):
-            risk = 3 if burst > 0.5 or leak > 0.8 else 2 if burst > 0.2 or leak > 0.6 else 1 if leak > 0.3 else 0
+            risk = (
+                3 if burst > 0.5 or leak > 0.8 else 2 if burst > 0.2 or leak > 0.6 else 1 if leak > 0.3 else 0
+            )
             fields = ",".join(f"{k}={v!r}" for k, v in m.items())
             lines.append(
-                f"reading,kind={kind},sensor_id={sid},site={site},zone={zone} {fields},leak_probability={leak!r},"
-                f"burst_probability={burst!r},risk={risk}i {ts}"
+                f"reading,kind={kind},sensor_id={sid},site={site},zone={zone} {fields},"
+                f"leak_probability={leak!r},burst_probability={burst!r},risk={risk}i {ts}"
             )
         return ("\n".join(lines) + "\n").encode()
 

@@ -102,6 +102,33 @@ def band(score: float, medium: float, high: float, critical: float) -> int:
 
 
 LEVELS = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
+STATS = ("last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore")
+# words that a plain-words reason for a per-reading feature contains
+GENERIC_WORDS = {
+    "count": "readings in the window",
+    "dt_s": "since the previous reading",
+    "hour": "UTC",
+    "dow": "on a ",
+    "weekend": "week",
+    "night": "",
+    "pressure_flow_ratio": "pressure/flow ratio",
+}
+
+
+def reason_marker(feature: str) -> str:
+    """What the explanation of `feature` must mention: its field, or its generic words."""
+    field, _, stat = feature.rpartition("_")
+    if stat in STATS and field:
+        return field + " "
+    return GENERIC_WORDS[feature]
+
+
+def top_reasons(model: core.TreeEnsemble, x_row: np.ndarray, sign: float, column: int = 0) -> list[str]:
+    """Markers of the up-to-3 features pushing the row most towards the alert (Saabas)."""
+    c = np.asarray(model.contributions(x_row[None, :]))[0]
+    c = c[:-1] if c.ndim == 1 else c[:-1, column]
+    order = [int(f) for f in np.argsort(-sign * c, kind="stable") if sign * c[f] > 0][:3]
+    return [reason_marker(model.feature_names[f]) for f in order]
 
 
 class Reference:
@@ -126,14 +153,19 @@ class Reference:
             for r, i in enumerate(rows):
                 risk = risk_water_flow(batch.zone[i], pl[r], pb[r])
                 p = max(pl[r], pb[r])
-                out.append(
-                    {
-                        "leak_probability": pl[r],
-                        "burst_probability": pb[r],
-                        "risk": risk,
-                        "confidence": max(p, 1 - p),
-                    }
-                )
+                v = {
+                    "leak_probability": pl[r],
+                    "burst_probability": pb[r],
+                    "risk": risk,
+                    "confidence": max(p, 1 - p),
+                }
+                if risk >= 2:
+                    crit = batch.zone[i] == "CRITICAL"
+                    hb, cb, cl = (0.1, 0.3, 0.7) if crit else (0.2, 0.5, 0.8)
+                    burst = pb[r] > hb and (pb[r] > cb or pl[r] <= cl)
+                    mm = m["burst" if burst else "leak"]
+                    v["explanation"] = top_reasons(mm, self.model_input(kind, mm, x[r : r + 1])[0], 1.0)
+                out.append(v)
         elif kind == "water_quality":
             pc = m["contamination"].predict_proba(self.model_input(kind, m["contamination"], x))[:, 1]
             for r, i in enumerate(rows):
@@ -142,11 +174,28 @@ class Reference:
                 ph = fields["ph"][i] if "ph" in fields else np.nan
                 turb = fields["turbidity_ntu"][i] if "turbidity_ntu" in fields else np.nan
                 cl = fields["chlorine_mgl"][i] if "chlorine_mgl" in fields else np.nan
-                if ph < 6.5 or ph > 8.5 or turb > 5 or cl > 5:
+                model_risk = risk
+                limits = [
+                    name + " "
+                    for name, bad in (
+                        ("ph", ph < 6.5 or ph > 8.5),
+                        ("turbidity_ntu", turb > 5),
+                        ("chlorine_mgl", cl > 5),
+                    )
+                    if bad
+                ]
+                if limits:
                     risk = max(risk, 2)
-                out.append(
-                    {"contamination_probability": pc[r], "risk": risk, "confidence": max(pc[r], 1 - pc[r])}
-                )
+                v = {"contamination_probability": pc[r], "risk": risk, "confidence": max(pc[r], 1 - pc[r])}
+                if risk >= 2:
+                    mm = m["contamination"]
+                    model_reasons = (
+                        top_reasons(mm, self.model_input(kind, mm, x[r : r + 1])[0], 1.0)
+                        if model_risk >= 2
+                        else []
+                    )
+                    v["explanation"] = (limits + model_reasons)[:3]
+                out.append(v)
         else:
             exp = m["expected_kwh"].predict(self.model_input(kind, m["expected_kwh"], x))
             score = -m["anomaly"].score_samples(self.model_input(kind, m["anomaly"], x))
@@ -158,6 +207,10 @@ class Reference:
                     "risk": risk,
                     "confidence": max(score[r], 1 - score[r]),
                 }
+                if risk >= 2:
+                    mm = m["anomaly"]
+                    reasons = top_reasons(mm, self.model_input(kind, mm, x[r : r + 1])[0], -1.0)
+                    v["explanation"] = (["energy_kwh ", *reasons])[:3]
                 if risk >= 1:
                     kwh = batch.fields["energy_kwh"][i]
                     v["anomaly_type"] = (
@@ -251,6 +304,13 @@ def assert_points_equal(got: list[Point], want: list[Point]) -> None:
         assert set(g.fields) == set(w.fields), (g.tags, set(g.fields) ^ set(w.fields))
         for k, wv in w.fields.items():
             gv = g.fields[k]
+            if k == "explanation":
+                # prose: one reason per expected feature, in order, each naming what it is about
+                phrases = gv.split("; ")
+                assert len(phrases) == len(wv), (gv, wv)
+                for phrase, marker in zip(phrases, wv, strict=True):
+                    assert marker in phrase, (phrase, marker)
+                continue
             if isinstance(wv, float):
                 # the line protocol carries shortest round-trip floats: equality is exact
                 assert gv == wv, (k, gv, wv)

@@ -143,10 +143,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         _say(f"report: {md}")
     print(json.dumps(out, indent=2))
-    e = total.event
+    ev = total.event
     _say(
-        f"{args.kind}: event precision {e.precision:.3f} recall {e.recall:.3f} F1 {e.f1:.3f} "
-        f"false-positive share {e.false_positive_share:.3f} ({e.caught}/{e.events} events caught)"
+        f"{args.kind}: event precision {ev.precision:.3f} recall {ev.recall:.3f} F1 {ev.f1:.3f} "
+        f"false-positive share {ev.false_positive_share:.3f} ({ev.caught}/{ev.events} events caught)"
     )
     return 0
 

@@ -110,14 +110,6 @@ impl Bound {
             slot,
             reason,
         };
-        if let Some(n) = want_classes {
-            if model.n_classes() != n {
-                return Err(err(format!(
-                    "expected a classifier with {n} classes, got {}",
-                    model.n_classes()
-                )));
-            }
-        }
         let names = store.feature_names();
         let cols = model
             .feature_names()
@@ -131,6 +123,14 @@ impl Bound {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        if let Some(n) = want_classes {
+            if model.n_classes() != n {
+                return Err(err(format!(
+                    "expected a classifier with {n} classes, got {}",
+                    model.n_classes()
+                )));
+            }
+        }
         Ok(Bound {
             model: Arc::clone(model),
             cols,
@@ -544,7 +544,8 @@ impl Pipeline {
         for kind in Kind::ALL {
             let len = r.len_u64()?;
             let s = FeatureStore::restore(r.take(len)?)?;
-            if s.feature_names() != self.stores[kind_index(kind)].feature_names() {
+            let mine = &self.stores[kind_index(kind)];
+            if s.window() != mine.window() || s.feature_names() != mine.feature_names() {
                 return Err(PipelineError::Snapshot(format!(
                     "{} features differ from this pipeline's (another window or field set)",
                     kind.as_str()

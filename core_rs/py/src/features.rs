@@ -6,6 +6,7 @@ use numpy::{AllowTypeChange, IntoPyArray, PyArray2, PyArrayLike1};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyMapping, PyTuple};
 
+use crate::decode::PyReadingBatch;
 use crate::errors::value_error;
 
 /// Per-sensor rolling-window features; see DESIGN.md §2 and the `.pyi` stub.
@@ -30,8 +31,22 @@ impl PyFeatureStore {
         py: Python<'py>,
         batch: &Bound<'py, PyAny>,
     ) -> PyResult<Bound<'py, PyArray2<f64>>> {
-        // Reads the batch through its Python attributes; the zero-copy path via the decode
-        // binding's pyclass replaces this at merge time.
+        // A decoded batch is read in place (no copy) with the GIL released; any other object
+        // with the same attributes goes through the column path.
+        if let Ok(b) = batch.cast::<PyReadingBatch>() {
+            let b = b.get();
+            let n = b.batch().len();
+            let k = self.inner.n_features();
+            let inner = &mut self.inner;
+            let x = py.detach(|| {
+                let rows: Vec<usize> = (0..n).collect();
+                let mut x = Vec::with_capacity(n * k);
+                inner.update_rows(b.batch(), &rows, &mut x);
+                x
+            });
+            let x = Array2::from_shape_vec((n, k), x).map_err(value_error)?;
+            return Ok(x.into_pyarray(py));
+        }
         let ids = batch.getattr("sensor_id")?;
         let ts = batch.getattr("timestamp_ns")?;
         let fields = batch.getattr("fields")?;

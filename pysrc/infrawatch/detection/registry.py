@@ -122,8 +122,11 @@ class ModelRegistry:
 
     def window(self) -> int | None:
         """The feature window the active models were trained with (they must agree)."""
-        windows = {self.versions_meta(k).get("window") for k in KINDS if self.active_version(k)}
-        windows.discard(None)
+        windows = {
+            int(w)
+            for k in KINDS
+            if self.active_version(k) and (w := self.versions_meta(k).get("window")) is not None
+        }
         if len(windows) > 1:
             raise RegistryError(f"active models disagree on the feature window: {sorted(windows)}; retrain")
         return int(windows.pop()) if windows else None

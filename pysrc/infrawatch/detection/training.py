@@ -332,7 +332,7 @@ class Trainer:
         kwh = np.concatenate([d.fields["energy_kwh"] for d, _ in train])
         fit_rows = np.flatnonzero(normal & ~np.isnan(kwh))
         fit_rows = self.rng.choice(fit_rows, min(len(fit_rows), self.cfg.max_train_rows), replace=False)
-        reg.fit(x[np.ix_(fit_rows, ctx)], kwh[fit_rows])
+        reg.fit(x[np.ix_(fit_rows, np.asarray(ctx, np.intp))], kwh[fit_rows])
         pipeline_meta["tolerance"] = 0.25
         if train[0][0].label_names == ENERGY_TYPES:
             # typed labels: the classifier's most probable anomalous class names the anomaly

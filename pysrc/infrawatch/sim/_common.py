@@ -70,17 +70,17 @@ class SimData:
     @property
     def sensor_id(self) -> np.ndarray:
         ids = np.array([s.sensor_id for s in self.sensors], dtype=object)
-        return ids[self.sensor_index]
+        return np.asarray(ids[self.sensor_index])
 
     @property
     def zone(self) -> np.ndarray:
         zones = np.array([s.zone for s in self.sensors], dtype=object)
-        return zones[self.sensor_index]
+        return np.asarray(zones[self.sensor_index])
 
     @property
     def site(self) -> np.ndarray:
         sites = np.array([s.site for s in self.sensors], dtype=object)
-        return sites[self.sensor_index]
+        return np.asarray(sites[self.sensor_index])
 
     def is_incident(self) -> np.ndarray:
         return self.label > 0
