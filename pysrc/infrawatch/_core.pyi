@@ -76,7 +76,39 @@ class TokenBucket:
 
 # ---------------------------------------------------------------- features (section owned by features)
 
-class FeatureStore: ...
+class FeatureStore:
+    """Per-sensor rolling-window features over the last `window` folded readings of each sensor.
+
+    Per field `f` of `fields`: `f_last, f_mean, f_std, f_min, f_max, f_delta, f_slope, f_ewma,
+    f_zscore`; then `count, dt_s, hour, dow, weekend, night, pressure_flow_ratio`. Missing values
+    are NaN, never zero. A reading not newer than its sensor's newest folded reading is not folded:
+    its row is all NaN and `stale_count` grows. Non-finite values count as missing.
+    """
+
+    def __init__(self, window: int = 60, fields: Sequence[str] | None = None) -> None:
+        """`window` ≥ 2; `fields` are canonical names (default: every kind's model fields)."""
+    def update(self, batch: ReadingBatch) -> npt.NDArray[np.float64]:
+        """Fold a decoded batch in order; shape `(len(batch), len(feature_names))`."""
+    def update_arrays(
+        self,
+        sensor_id: Sequence[str],
+        timestamp_ns: npt.ArrayLike,
+        fields: Mapping[str, npt.ArrayLike],
+    ) -> npt.NDArray[np.float64]:
+        """The same as `update()` for data you already hold in columns (other keys are ignored)."""
+    @property
+    def feature_names(self) -> list[str]: ...
+    @property
+    def window(self) -> int: ...
+    @property
+    def fields(self) -> list[str]: ...
+    @property
+    def stale_count(self) -> int: ...
+    def __len__(self) -> int: ...
+    def snapshot(self) -> bytes: ...
+    @staticmethod
+    def restore(data: bytes) -> FeatureStore: ...
+    def __reduce__(self) -> tuple[Any, tuple[bytes]]: ...
 
 # ---------------------------------------------------------------- end features
 
