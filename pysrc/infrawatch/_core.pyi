@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +15,7 @@ __build_profile__: str
 REASON_CODES: tuple[str, ...]
 """Every reason code `decode` can report (docs/reason-codes.md)."""
 
+@final
 class ReadingBatch:
     """Decoded readings in columns; immutable, attributes built on first access and cached."""
 
@@ -52,10 +53,11 @@ def decode(
 
 # ---------------------------------------------------------------- limiter (section owned by limiter)
 
+@final
 class TokenBucket:
     """Per-key token bucket: refills at `rate_per_s`, holds up to `burst`; a new key starts full."""
 
-    def __init__(self, rate_per_s: float = 1.0, burst: float = 1.0, max_keys: int | None = None) -> None: ...
+    def __new__(cls, rate_per_s: float = 1.0, burst: float = 1.0, max_keys: int | None = None) -> TokenBucket: ...
     def allow(self, key: str, now_ns: int | None = None) -> bool: ...
     def allow_many(self, keys: Sequence[str], now_ns: int | None = None) -> npt.NDArray[np.bool_]: ...
     def retry_after_s(self, key: str, now_ns: int | None = None) -> float: ...
@@ -76,6 +78,7 @@ class TokenBucket:
 
 # ---------------------------------------------------------------- features (section owned by features)
 
+@final
 class FeatureStore:
     """Per-sensor rolling-window features over the last `window` folded readings of each sensor.
 
@@ -85,7 +88,7 @@ class FeatureStore:
     its row is all NaN and `stale_count` grows. Non-finite values count as missing.
     """
 
-    def __init__(self, window: int = 60, fields: Sequence[str] | None = None) -> None:
+    def __new__(cls, window: int = 60, fields: Sequence[str] | None = None) -> FeatureStore:
         """`window` ≥ 2; `fields` are canonical names (default: every kind's model fields)."""
     def update(self, batch: ReadingBatch) -> npt.NDArray[np.float64]:
         """Fold a decoded batch in order; shape `(len(batch), len(feature_names))`."""
@@ -114,6 +117,7 @@ class FeatureStore:
 
 # ---------------------------------------------------------------- trees (section owned by trees)
 
+@final
 class TreeEnsemble:
     """A scikit-learn tree ensemble scored in Rust with exact scikit-learn parity.
 
@@ -166,6 +170,7 @@ class TreeEnsemble:
 
 # ---------------------------------------------------------------- pipeline (section owned by pipeline)
 
+@final
 class ProcessResult:
     """The outputs of one `Pipeline.process` call."""
 
@@ -190,18 +195,19 @@ class ProcessResult:
     def source(self) -> npt.NDArray[np.int32]:
         """Per written reading: the index of the input message it came from."""
 
+@final
 class Pipeline:
     """decode → token bucket → rolling features → tree ensembles → risk → line protocol, per batch."""
 
-    def __init__(
-        self,
+    def __new__(
+        cls,
         models: Mapping[str, Mapping[str, Any]] | None = None,
         window: int = 60,
         limiter: TokenBucket | None = None,
         zone_policy: Mapping[str, Mapping[str, float]] | None = None,
         *,
         quality_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
-    ) -> None: ...
+    ) -> Pipeline: ...
     def process(
         self, payloads: Sequence[bytes], topics: Sequence[str] | None = None, received_ns: int | None = None
     ) -> ProcessResult: ...
