@@ -21,10 +21,7 @@ import numpy as np
 import orjson
 import pytest
 
-try:
-    from infrawatch import core
-except ImportError:  # the other kernels' classes are not merged yet
-    from infrawatch import _core as core  # type: ignore[no-redef]
+from infrawatch import core
 
 N = 1000
 GATEWAY_MESSAGES = 10

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from infrawatch import _core
+from infrawatch import core
 
 WINDOW = 60
 N_SENSORS = 1000
@@ -182,7 +182,7 @@ def workload() -> dict[str, Any]:
     for s, t in zip(warm[0], warm[1], strict=True):
         clock[int(s[3:])] = max(clock[int(s[3:])], t)
     batch = _stream(rng, N_READINGS, clock)
-    rust = _core.FeatureStore(WINDOW, FIELDS)
+    rust = core.FeatureStore(WINDOW, FIELDS)
     py, npy = PyStore(WINDOW, 4), NpStore(WINDOW, 4)
     cols = lambda v: {f: v[:, j] for j, f in enumerate(FIELDS)}  # noqa: E731
     rust.update_arrays(warm[0], warm[1], cols(warm[2]))
@@ -190,7 +190,7 @@ def workload() -> dict[str, Any]:
     npy.update(*warm)
     ids, ts, vals = batch
     # the competitors compute the same features: check on the measured batch before timing it
-    expected = _core.FeatureStore.restore(rust.snapshot()).update_arrays(ids, ts, cols(vals))
+    expected = core.FeatureStore.restore(rust.snapshot()).update_arrays(ids, ts, cols(vals))
     got_py = np.array(copy.deepcopy(py).update(ids[:2000], ts[:2000].tolist(), vals[:2000].tolist()))
     got_np = copy.deepcopy(npy).update(ids[:2000], ts[:2000], vals[:2000])
     np.testing.assert_allclose(got_py, expected[:2000], rtol=1e-7, atol=1e-7)
@@ -231,7 +231,7 @@ def test_feature_store(benchmark: Any, workload: dict[str, Any]) -> None:
     benchmark.extra_info["readings"] = N_READINGS
     benchmark.pedantic(
         lambda s: s.update_arrays(ids, ts, cols),
-        setup=lambda: ((_core.FeatureStore.restore(blob),), {}),
+        setup=lambda: ((core.FeatureStore.restore(blob),), {}),
         rounds=20,
         iterations=1,
         warmup_rounds=1,
@@ -242,7 +242,7 @@ _MEMORY_PROBE = textwrap.dedent(
     """
     import gc, json, sys
     import numpy as np, psutil
-    from infrawatch import _core
+    from infrawatch import core
     n, window, impl = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
     fields = ["pressure_bar", "flow_rate_lps", "temperature_c", "total_flow_m3"]
     ids = [f"sensor-{i:07d}" for i in range(n)]
@@ -252,7 +252,7 @@ _MEMORY_PROBE = textwrap.dedent(
     gc.collect()
     before = proc.memory_info().rss
     if impl == "rust":
-        store = _core.FeatureStore(window, fields)
+        store = core.FeatureStore(window, fields)
         for a in range(0, n, 10_000):
             b = a + 10_000
             store.update_arrays(ids[a:b], ts[a:b], {f: vals[a:b, j] for j, f in enumerate(fields)})

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infrawatch import _core
+from infrawatch import core
 
-FeatureStore = _core.FeatureStore
+FeatureStore = core.FeatureStore
 
 STATS = ["last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore"]
 TAIL = ["count", "dt_s", "hour", "dow", "weekend", "night", "pressure_flow_ratio"]
@@ -351,9 +351,7 @@ def test_update_reads_a_batch() -> None:
 
 
 def test_update_with_decoded_batch() -> None:
-    decode = getattr(_core, "decode", None)
-    if decode is None:
-        pytest.skip("decode binding not merged yet")
+    decode = core.decode
     payloads = [
         f'{{"sensor_id": "S1", "timestamp": {T0 + i * 10**9}, "pressure": {1 + i}, "flow": 2.0}}'.encode()
         for i in range(5)
