@@ -31,7 +31,7 @@ ROLES = {
     "energy": ("expected_kwh", "anomaly"),
 }
 # settings stored in model.json that the Pipeline entry carries besides the ensembles
-_PIPELINE_KEYS = ("bands", "tolerance")
+_PIPELINE_KEYS = ("bands", "tolerance", "anomaly_types")
 
 
 class RegistryError(Exception):
@@ -160,7 +160,7 @@ class ModelRegistry:
         tmp.mkdir()
         try:
             for role, ens in ensembles.items():
-                ens.metadata = {**ens.metadata, "kind": kind, "role": role, "version": version}
+                ens.metadata = {**(ens.metadata or {}), "kind": kind, "role": role, "version": version}
                 ens.save(str(tmp / f"{role}.iwm"))
             full = {**meta, "kind": kind, "version": version, "created": now.isoformat()}
             (tmp / "model.json").write_text(json.dumps(full, indent=2, sort_keys=True, default=str))

@@ -209,6 +209,16 @@ class Trainer:
     def run(self) -> tuple[dict[str, core.TreeEnsemble], dict[str, Any]]:
         t0 = time.monotonic()
         cfg = self.cfg
+        labels = self.train_parts[0].label_names if self.train_parts else ()
+        seen = (
+            set(np.unique(np.concatenate([d.label for d in self.train_parts]))) if self.train_parts else set()
+        )
+        missing = [labels[i] for i in range(1, len(labels)) if i not in seen and cfg.data is None]
+        if missing or not self.train_parts:
+            raise ValueError(
+                f"the {cfg.kind} training data has no {', '.join(missing) or 'readings'} events; "
+                "simulate more sensors or days (--sensors/--days) or add training seeds"
+            )
         train = self._features(self.train_parts, "train")
         val = self._features(self.val_parts, "validation")
         if cfg.kind == "water_flow":

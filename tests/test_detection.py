@@ -1,0 +1,226 @@
+"""Training, the model registry, evaluation through the Pipeline, the CLI and the data adapters."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from infrawatch import cli, core, sim
+from infrawatch.detection import datasets
+from infrawatch.detection.evaluation import evaluate_data, run_pipeline
+from infrawatch.detection.registry import ModelRegistry, RegistryError
+from infrawatch.detection.training import TrainConfig, Trainer, feature_subset, train
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+TINY = {"n_sensors": 6, "days": 3.0}
+
+
+def tiny_config(kind: str, **kw: object) -> TrainConfig:
+    base: dict[str, object] = {
+        "kind": kind,
+        "window": 20,
+        "n_sensors": 10,
+        "days": 4.0,
+        "train_seeds": (1,),
+        "validation_seeds": (2,),
+        "test_seeds": (3,),
+        "time_budget_s": 0.0,  # the default candidate only
+        "n_estimators": 12,
+        "max_train_rows": 30_000,
+    }
+    base.update(kw)
+    return TrainConfig(**base)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def registry(tmp_path_factory: pytest.TempPathFactory) -> ModelRegistry:
+    reg = ModelRegistry(tmp_path_factory.mktemp("models"))
+    for kind in ("water_flow", "water_quality", "energy"):
+        train(tiny_config(kind), reg)
+    return reg
+
+
+def test_training_stores_an_active_version_with_metadata(registry: ModelRegistry) -> None:
+    for kind, roles in (
+        ("water_flow", {"leak", "burst"}),
+        ("water_quality", {"contamination"}),
+        ("energy", {"anomaly", "expected_kwh"}),
+    ):
+        (v,) = registry.versions(kind)
+        assert v.active
+        assert roles <= {p.stem for p in v.path.glob("*.iwm")}
+        meta = json.loads((v.path / "model.json").read_text())
+        assert meta["window"] == 20
+        assert meta["features"]
+        assert meta["data"]["source"] == "infrawatch.sim"
+        assert meta["versions"]["scikit-learn"]
+        pooled = meta["metrics"]["test"]["pooled"]["event"]
+        assert pooled["events"] > 0
+        assert 0.0 <= pooled["recall"] <= 1.0
+        # the artifact carries its own provenance too
+        ens = core.TreeEnsemble.load(str(next(v.path.glob("*.iwm"))))
+        assert ens.metadata["version"] == v.version
+
+
+def test_energy_model_is_a_typed_classifier(registry: ModelRegistry) -> None:
+    entry = registry.load("energy")
+    assert entry["anomaly"].classes is not None
+    assert entry["anomaly_types"][0] == "normal"
+    # the expected-use regressor never sees the kWh it predicts
+    assert not any(f.startswith("energy_kwh") for f in entry["expected_kwh"].feature_names)
+
+
+def test_registry_loads_into_a_pipeline_and_activation_switches(registry: ModelRegistry) -> None:
+    models = registry.load_active()
+    assert set(models) == {"water_flow", "water_quality", "energy"}
+    pipe = core.Pipeline(models=models, window=registry.window() or 60)
+    assert pipe.window == 20
+    # a second version, then switch back: the active pointer moves, nothing is overwritten
+    first = registry.active_version("water_quality")
+    second = train(tiny_config("water_quality", random_state=1), registry).version
+    assert registry.active_version("water_quality") == second != first
+    registry.activate("water_quality", first)  # type: ignore[arg-type]
+    assert registry.active_version("water_quality") == first
+    with pytest.raises(RegistryError, match="no version"):
+        registry.activate("water_quality", "nope")
+    with pytest.raises(RegistryError, match="unknown kind"):
+        registry.versions("gas")
+
+
+def test_evaluation_runs_the_real_pipeline(registry: ModelRegistry) -> None:
+    data = sim.simulate("water_flow", seed=7, **TINY)
+    entry = registry.load("water_flow")
+    r = evaluate_data("seed 7", data, entry, 20)
+    assert len(r.risk) == len(data)
+    assert (r.risk >= 0).all()  # every reading got a verdict
+    # the same verdicts as a Pipeline fed by hand
+    payloads, topics = sim.payloads(data)
+    assert np.array_equal(run_pipeline({"water_flow": entry}, 20, payloads, topics), r.risk)
+    assert r.scores.event.events == len(data.events)
+
+
+def test_empty_registry_says_what_to_do(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    assert reg.load_active() == {}
+    with pytest.raises(RegistryError, match="infrawatch train --kind energy"):
+        reg.load("energy")
+
+
+def test_cli_lists_activates_and_evaluates(
+    registry: ModelRegistry, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    root = str(registry.root)
+    assert cli.main(["models", "list", "--model-dir", root]) == 0
+    out = capsys.readouterr().out
+    assert out.count("*") == 3
+    version = registry.active_version("water_flow")
+    assert cli.main(["models", "activate", "water_flow", str(version), "--model-dir", root]) == 0
+    assert cli.main(["models", "activate", "water_flow", "missing", "--model-dir", root]) == 1
+    assert "no version" in capsys.readouterr().err
+    rc = cli.main(
+        [
+            "evaluate",
+            "--kind",
+            "water_flow",
+            "--sim-seeds",
+            "8",
+            "--sensors",
+            "4",
+            "--model-dir",
+            root,
+            "--report",
+            str(tmp_path / "report"),
+        ]
+    )
+    assert rc == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["model_version"] == version
+    assert (tmp_path / "report" / "report.md").read_text().count("![") == 1
+    assert (tmp_path / "report" / "run1.png").stat().st_size > 1000
+
+
+def test_feature_subsets() -> None:
+    names = core.FeatureStore(window=5, fields=["energy_kwh"]).feature_names
+    free = [names[i] for i in feature_subset(names, "scale_free")]
+    assert free == ["energy_kwh_zscore", "count", "dt_s", "hour", "dow", "weekend", "night"]
+    with pytest.raises(ValueError, match="feature set"):
+        feature_subset(names, "some")
+
+
+def test_trainer_rejects_unknown_kind_and_missing_incidents() -> None:
+    with pytest.raises(ValueError, match="unknown kind"):
+        Trainer(tiny_config("gas"), [], [])
+    calm = sim.simulate(
+        "water_flow", seed=1, n_sensors=2, days=1, leaks_per_sensor_week=0, bursts_per_sensor_week=0
+    )
+    with pytest.raises(ValueError, match="no leak, burst events"):
+        Trainer(tiny_config("water_flow"), [calm], [calm]).run()
+
+
+# --- real data adapters, on small files in the real formats -------------------------------------
+
+
+def test_gecco_adapter(tmp_path: Path) -> None:
+    f = tmp_path / "gecco2018_water_quality" / "gecco2018_water_quality_x.csv"
+    f.parent.mkdir()
+    rows = ['"","Time","Tp","Cl","pH","Redox","Leit","Trueb","Cl_2","Fm","Fm_2","EVENT"']
+    for i in range(10):
+        ev = "TRUE" if 4 <= i < 7 else "FALSE"
+        rows.append(f'"{i + 1}",2016-08-03 12:{i:02d}:00,6.5,0.17,8.3{i},749,211,0.011,0.118,1677,695,{ev}')
+    rows.append('"11",2016-08-03 12:10:00,,,,,,,,,,FALSE')  # a dropout row
+    f.write_text("\n".join(rows) + "\n")
+    name, d = datasets.load(f.parent)
+    assert name == "gecco2018_water_quality"
+    assert d.kind == "water_quality"
+    assert len(d) == 10  # the all-empty row is dropped
+    assert d.fields["ph"][3] == 8.33
+    # CEST is UTC+2 in August
+    assert d.timestamp_ns[0] == 1470218400 * 10**9
+    assert len(d.events) == 1
+    assert d.events[0].start_ns == d.timestamp_ns[4]
+    assert d.label.sum() == 3
+
+
+def test_lead_adapter_and_time_split(tmp_path: Path) -> None:
+    f = tmp_path / "lead1_building_electricity.csv"
+    lines = ["building_id,timestamp,meter_reading,anomaly"]
+    for b in (1, 2):
+        for h in range(48):
+            lines.append(f"{b},2016-01-0{1 + h // 24} {h % 24:02d}:00:00,{100 + h},{int(20 <= h < 23)}")
+    f.write_text("\n".join(lines) + "\n")
+    _, d = datasets.load(f)
+    assert d.kind == "energy"
+    assert len(d.sensors) == 2
+    assert len(d.events) == 2
+    parts = datasets.split_by_time(d, (0.5, 0.5))
+    assert sum(len(p) for p in parts) == len(d)
+    assert all(e.start_ns < e.end_ns for p in parts for e in p.events)
+
+
+def test_unknown_dataset_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "mystery.csv").write_text("a,b\n1,2\n")
+    with pytest.raises(datasets.DatasetError, match="cannot tell"):
+        datasets.load(tmp_path / "mystery.csv")
+
+
+@pytest.mark.skipif(
+    not SHARED.is_dir(), reason="the real data sets (../shared/data) are not beside this clone"
+)
+@pytest.mark.parametrize(
+    ("folder", "kind", "events"),
+    [
+        ("gecco2018_water_quality", "water_quality", 29),
+        ("battledim2019_ltown", "water_flow", 30),
+        ("lead1_building_electricity", "energy", 49),
+        ("nab_realknowncause_traffic", "energy", 23),
+    ],
+)
+def test_real_data_sets_load(folder: str, kind: str, events: int) -> None:
+    name, d = datasets.load(SHARED / folder)
+    assert name == folder
+    assert d.kind == kind
+    assert len(d.events) == events
+    assert np.all(np.diff(d.timestamp_ns) >= 0)
