@@ -75,15 +75,22 @@ def features(data: sim.SimData, window: int) -> tuple[np.ndarray, list[str]]:
     return np.asarray(x), list(fs.feature_names)
 
 
-def _subsample(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> np.ndarray:
-    """Row indices: every positive (up to half the budget), negatives uniformly for the rest."""
-    pos = np.flatnonzero(y > 0)
-    neg = np.flatnonzero(y == 0)
+def _subsample(y: np.ndarray, max_rows: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices and sample weights: every positive (up to half the budget), negatives uniformly
+    for the rest, each row weighted by the inverse of its class's sampling fraction.
+
+    Without the weights the enriched sample would inflate every probability, and the zone table's
+    fixed thresholds (DESIGN.md §3) would page on noise.
+    """
     if len(y) <= max_rows:
-        return np.arange(len(y))
-    pos = rng.choice(pos, min(len(pos), max_rows // 2), replace=False)
-    neg = rng.choice(neg, min(len(neg), max_rows - len(pos)), replace=False)
-    return np.sort(np.concatenate([pos, neg]))
+        return np.arange(len(y)), np.ones(len(y))
+    pos_all = np.flatnonzero(y > 0)
+    neg_all = np.flatnonzero(y == 0)
+    pos = rng.choice(pos_all, min(len(pos_all), max_rows // 2), replace=False)
+    neg = rng.choice(neg_all, min(len(neg_all), max_rows - len(pos)), replace=False)
+    idx = np.sort(np.concatenate([pos, neg]))
+    w = np.where(y[idx] > 0, len(pos_all) / max(len(pos), 1), len(neg_all) / max(len(neg), 1))
+    return idx, w / w.mean()
 
 
 # ---------------------------------------------------------------------------------- model zoo
@@ -249,7 +256,7 @@ class Trainer:
     ) -> tuple[dict[str, Any], dict[str, Any], list[Any]]:
         y = np.concatenate([d.label for d, _ in train])
         x = np.concatenate([x for _, x in train])
-        idx = _subsample(y, self.cfg.max_train_rows, self.rng)
+        idx, w = _subsample(y, self.cfg.max_train_rows, self.rng)
         x, y = x[idx], y[idx]
         vd, vx = val[0]
         critical = vd.zone == "CRITICAL"
@@ -259,8 +266,12 @@ class Trainer:
         for c in _candidates(self.rng):
             if best is not None and time.monotonic() > deadline:
                 break
-            leak = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(x, y == 1)
-            burst = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(x, y == 2)
+            leak = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(
+                x, y == 1, sample_weight=w
+            )
+            burst = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(
+                x, y == 2, sample_weight=w
+            )
             pl = leak.predict_proba(vx)[:, 1]
             pb = burst.predict_proba(vx)[:, 1]
             s = _event_f1(vd, _water_flow_alert(pl, pb, critical))
@@ -292,7 +303,7 @@ class Trainer:
         kind = self.cfg.kind
         y = np.concatenate([d.label for d, _ in train])
         x = np.concatenate([x for _, x in train])
-        idx = _subsample(y, self.cfg.max_train_rows, self.rng)
+        idx, w = _subsample(y, self.cfg.max_train_rows, self.rng)
         xs, ys = x[idx], y[idx]
         vd, vx = val[0]
         results = []
@@ -301,7 +312,7 @@ class Trainer:
         for c in _candidates(self.rng):
             if best is not None and time.monotonic() > deadline:
                 break
-            m = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(xs, ys)
+            m = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(xs, ys, sample_weight=w)
             score = 1.0 - m.predict_proba(vx)[:, 0]
             high, s = _best_band(score, vd)
             c.score, c.detail = _objective(s), asdict(s)
