@@ -18,6 +18,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -1067,3 +1068,30 @@ def test_limits_at_the_boundary() -> None:
     batch = assert_same([gateway], [G])
     assert len(batch) == 1
     assert len(batch.errors) == MAX_GATEWAY - 1
+
+
+# ----------------------------------------------------------------------------------------------
+# docs/reason-codes.md: THE table
+# ----------------------------------------------------------------------------------------------
+
+DOC = Path(__file__).parent.parent / "docs" / "reason-codes.md"
+ROW_RE = re.compile(r"^\| `([a-z_]+)` \| (.+?) \| (.+?) \| (.+?) \|$")
+
+
+def doc_rows() -> list[tuple[str, str, str]]:
+    rows = [ROW_RE.match(line) for line in DOC.read_text().splitlines()]
+    return [(m[1], m[3], m[4]) for m in rows if m]
+
+
+def test_doc_table_lists_exactly_the_reason_codes() -> None:
+    assert [code for code, _, _ in doc_rows()] == list(core.REASON_CODES)
+
+
+@pytest.mark.parametrize(("code", "example", "topic"), doc_rows())
+def test_doc_examples_give_their_code(code: str, example: str, topic: str) -> None:
+    topics = {"T": T, "G": G, "—": None}
+    if not (example.startswith("`") and example.endswith("`") and example.count("`") == 2):
+        pytest.skip("described, not literal (covered by EXAMPLES)")
+    t = topics[topic] if topic in topics else topic.strip("`")
+    batch = assert_same([example.strip("`").encode()], None if t is None else [t])
+    assert [e[1] for e in batch.errors] == [code]
