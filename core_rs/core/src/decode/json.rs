@@ -14,7 +14,10 @@ pub struct SyntaxError {
     pub what: &'static str,
 }
 
-pub type PResult<T> = Result<T, SyntaxError>;
+/// Boxed so that `PResult<()>`, `PResult<bool>` and `PResult<ValueType>` come back in registers:
+/// the hot path threads these through every call, and a 24-byte error made each `?` read its
+/// discriminant back from the stack (store-forwarding stalls in profiles). Errors are rare.
+pub type PResult<T> = Result<T, Box<SyntaxError>>;
 
 /// The type of a JSON value, as seen from its first byte (and, for numbers, their value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,10 +183,10 @@ impl<'a> Scanner<'a> {
     }
 
     fn fail<T>(&self, what: &'static str) -> PResult<T> {
-        Err(SyntaxError {
+        Err(Box::new(SyntaxError {
             pos: self.pos,
             what,
-        })
+        }))
     }
 
     #[inline]
