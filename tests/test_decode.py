@@ -317,7 +317,7 @@ def ref_reading(  # noqa: PLR0912, PLR0915 (the rules, in order, in one place)
         d.groups.add(group)
         if group == "sensor_id":
             if isinstance(v, str):
-                s: str | None = v
+                s: str = v
             elif isinstance(v, Num) and INT_RE.fullmatch(v.text) and not v.text.startswith("-"):
                 s = v.text
             elif v is None:
@@ -612,7 +612,7 @@ def measurement_pairs(draw: st.DrawFn, clean: bool, max_size: int = 6) -> list[t
     good_name = st.one_of(st.sampled_from(sorted(ALIAS)), st.sampled_from(UNKNOWN_NAMES))
     good_value = st.one_of(finite, finite, finite, st.none())
     n = draw(st.integers(0, max_size))
-    pairs = []
+    pairs: list[tuple[str, Any]] = []
     for _ in range(n):
         k = either(draw, clean, good_name, st.sampled_from(BAD_NAMES))
         v = either(draw, clean, good_value, value)
@@ -709,7 +709,7 @@ def topic_for(draw: st.DrawFn, gateway: bool, clean: bool) -> str:
         ]
     )
     wrong_shape = draw(st.integers(0, 9)) == 0
-    return either(draw, clean, good if gateway == wrong_shape else good_gateway, bad)
+    return str(either(draw, clean, good if gateway == wrong_shape else good_gateway, bad))
 
 
 @st.composite
@@ -724,7 +724,7 @@ def message(draw: st.DrawFn, with_topic: bool) -> tuple[bytes, str | None]:
     if shape == "reading":
         doc: Any = draw(reading(parsed, clean))
     elif shape == "gateway":
-        element = st.one_of(
+        element: st.SearchStrategy[Any] = st.one_of(
             reading(parsed, clean), reading(parsed, clean), st.sampled_from([Num("1"), "x", None, []])
         )
         doc = draw(st.lists(reading(parsed, clean) if clean else element, min_size=1, max_size=5))
@@ -943,7 +943,8 @@ def test_input_types_give_the_same_batch() -> None:
         batch = core.decode([item], ["infrawatch/p/water_flow/S001/telemetry"], received_ns=1)
         assert batch.sensor_id == ["S001"]
         assert batch.errors == []
-    batch = core.decode((p for p in [raw]), ("infrawatch/p/water_flow/S001/telemetry",), 1)
+    topics = ("infrawatch/p/water_flow/S001/telemetry",)
+    batch = core.decode((p for p in [raw]), topics, 1)  # type: ignore[arg-type]
     assert len(batch) == 1
 
 
@@ -955,7 +956,7 @@ def test_received_ns_defaults_to_now() -> None:
 
 def test_misuse_raises() -> None:
     with pytest.raises(TypeError):
-        core.decode(b'{"sensor_id": "s"}')  # a single bytes, not a sequence
+        core.decode(b'{"sensor_id": "s"}')  # type: ignore[arg-type]  # one bytes, not a sequence
     with pytest.raises(TypeError):
         core.decode(['{"sensor_id": "s"}'])  # type: ignore[list-item]
     with pytest.raises(TypeError):
@@ -963,7 +964,7 @@ def test_misuse_raises() -> None:
     with pytest.raises(ValueError, match="topics"):
         core.decode([b"{}", b"{}"], ["infrawatch/p/energy/s/telemetry"])
     with pytest.raises(TypeError):
-        core.decode([b"{}"], "infrawatch/p/energy/s/telemetry")  # type: ignore[arg-type]
+        core.decode([b"{}"], "infrawatch/p/energy/s/telemetry")  # a str, not a sequence of str
     assert len(core.decode([])) == 0
 
 
