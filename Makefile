@@ -38,7 +38,8 @@ bench: setup ## pytest-benchmark suites (release build)
 
 .PHONY: fuzz
 fuzz: ## run the decoder fuzz target for FUZZ_SECONDS (default 600)
-	cd core_rs/fuzz && RUSTC_BOOTSTRAP=1 cargo fuzz run decode -- -max_total_time=$${FUZZ_SECONDS:-600}
+	cd core_rs/fuzz && mkdir -p corpus/decode && RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir . decode corpus/decode seeds -- \
+		-dict=decode.dict -max_total_time=$${FUZZ_SECONDS:-600}
 
 .PHONY: clean
 clean: ## remove build outputs (keeps the venv)

@@ -14,7 +14,10 @@ pub struct SyntaxError {
     pub what: &'static str,
 }
 
-pub type PResult<T> = Result<T, SyntaxError>;
+/// Boxed so that `PResult<()>`, `PResult<bool>` and `PResult<ValueType>` come back in registers:
+/// the hot path threads these through every call, and a 24-byte error made each `?` read its
+/// discriminant back from the stack (store-forwarding stalls in profiles). Errors are rare.
+pub type PResult<T> = Result<T, Box<SyntaxError>>;
 
 /// The type of a JSON value, as seen from its first byte (and, for numbers, their value).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,6 +144,22 @@ static STR_CLASS: [u8; 256] = {
     t
 };
 
+const LO: u64 = 0x0101_0101_0101_0101;
+const HI: u64 = 0x8080_8080_8080_8080;
+
+/// Bit 7 of each byte of the result is set where `v`'s byte may need attention inside a string
+/// (`"`, `\`, a control character or a non-ASCII byte). The lowest set bit is exact (the
+/// "has zero byte" trick can only err above a true match), which is all the caller uses.
+#[inline]
+fn string_specials(v: u64) -> u64 {
+    let quote = v ^ (LO * u64::from(b'"'));
+    let backslash = v ^ (LO * u64::from(b'\\'));
+    let zero_quote = quote.wrapping_sub(LO) & !quote;
+    let zero_backslash = backslash.wrapping_sub(LO) & !backslash;
+    let control = v.wrapping_sub(LO * 0x20) & !v;
+    (zero_quote | zero_backslash | control | v) & HI
+}
+
 /// A cursor over one payload.
 pub struct Scanner<'a> {
     buf: &'a [u8],
@@ -164,10 +183,10 @@ impl<'a> Scanner<'a> {
     }
 
     fn fail<T>(&self, what: &'static str) -> PResult<T> {
-        Err(SyntaxError {
+        Err(Box::new(SyntaxError {
             pos: self.pos,
             what,
-        })
+        }))
     }
 
     #[inline]
@@ -175,7 +194,7 @@ impl<'a> Scanner<'a> {
         self.buf.get(self.pos).copied()
     }
 
-    #[inline]
+    #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(&b) = self.buf.get(self.pos) {
             if b == b' ' || b == b'\n' || b == b'\r' || b == b'\t' {
@@ -187,7 +206,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The next non-whitespace byte, not consumed.
-    #[inline]
+    #[inline(always)]
     pub fn peek(&mut self) -> Option<u8> {
         self.skip_ws();
         self.byte()
@@ -208,6 +227,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consume `{` (the caller has peeked it) and return the first key, or `None` for `{}`.
+    #[inline(always)]
     pub fn begin_object(&mut self) -> PResult<Option<JStr<'a>>> {
         self.enter()?;
         self.pos += 1;
@@ -223,6 +243,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// After a member's value: the next key, or `None` at the closing `}`.
+    #[inline(always)]
     pub fn next_key(&mut self) -> PResult<Option<JStr<'a>>> {
         match self.peek() {
             Some(b',') => {
@@ -242,6 +263,7 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    #[inline(always)]
     fn key(&mut self) -> PResult<JStr<'a>> {
         let k = self.string()?;
         if self.peek() != Some(b':') {
@@ -252,6 +274,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Consume `[` (peeked by the caller); true when an element follows, false for `[]`.
+    #[inline]
     pub fn begin_array(&mut self) -> PResult<bool> {
         self.enter()?;
         self.pos += 1;
@@ -264,6 +287,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// After an element: true when another follows, false at the closing `]`.
+    #[inline]
     pub fn next_element(&mut self) -> PResult<bool> {
         match self.peek() {
             Some(b',') => {
@@ -281,6 +305,7 @@ impl<'a> Scanner<'a> {
 
     /// The type of the next value, from its first byte (not consumed). Errors on a byte that
     /// cannot start a value.
+    #[inline(always)]
     pub fn peek_type(&mut self) -> PResult<ValueType> {
         Ok(match self.peek() {
             Some(b'{') => ValueType::Object,
@@ -297,6 +322,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scan a string value (the next non-whitespace byte must be `"`).
+    #[inline]
     pub fn string(&mut self) -> PResult<JStr<'a>> {
         if self.peek() != Some(b'"') {
             return self.fail("expected a string");
@@ -307,6 +333,17 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         let mut ascii = true;
         loop {
+            // Eight bytes at a time up to the first byte that is not plain ASCII.
+            while let Some(chunk) = buf.get(i..i + 8) {
+                let mut word = [0u8; 8];
+                word.copy_from_slice(chunk);
+                let special = string_specials(u64::from_le_bytes(word));
+                if special != 0 {
+                    i += (special.trailing_zeros() / 8) as usize;
+                    break;
+                }
+                i += 8;
+            }
             while i < buf.len() && STR_CLASS[buf[i] as usize] == 0 {
                 i += 1;
             }
@@ -378,6 +415,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scan a number (the next non-whitespace byte must be `-` or a digit).
+    #[inline]
     pub fn number(&mut self) -> PResult<Num<'a>> {
         self.skip_ws();
         let buf = self.buf;

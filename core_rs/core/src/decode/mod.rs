@@ -256,10 +256,10 @@ impl<'b> Decoder<'b> {
             if sc.at_end() {
                 Ok(problem)
             } else {
-                Err(json::SyntaxError {
+                Err(Box::new(json::SyntaxError {
                     pos: sc.pos(),
                     what: "trailing characters after the JSON value",
-                })
+                }))
             }
         });
         match outcome {
