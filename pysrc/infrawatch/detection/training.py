@@ -229,6 +229,12 @@ class Trainer:
             )
         train = self._features(self.train_parts, "train")
         val = self._features(self.val_parts, "validation")
+        # a feature never present in training (e.g. pressure/flow ratio for quality stations)
+        # carries no information; dropping it keeps every learner's binning well-defined
+        keep = np.flatnonzero(np.any(np.concatenate([~np.isnan(x) for _, x in train]), axis=0))
+        self.names = [self.names[i] for i in keep]
+        train = [(d, np.ascontiguousarray(x[:, keep])) for d, x in train]
+        val = [(d, np.ascontiguousarray(x[:, keep])) for d, x in val]
         if cfg.kind == "water_flow":
             models, pipeline_meta, search = self._water_flow(train, val)
         else:
