@@ -192,6 +192,9 @@ def test_parity_with_sklearn(case: str) -> None:
     # single row and a float32 / list input give the same as the batch
     np.testing.assert_array_equal(m.predict(x[:1]), got[:1])
     np.testing.assert_array_equal(m.predict(x[:3].tolist()), got[:3])
+    # non-contiguous float64 (Fortran order, strided view) takes the copying path: same answers
+    np.testing.assert_array_equal(m.predict(np.asfortranarray(x)), got)
+    np.testing.assert_array_equal(m.predict(x[::2]), got[::2])
 
 
 def test_gradient_boosting_routes_nan_by_missing_go_to_left() -> None:

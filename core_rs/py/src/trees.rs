@@ -5,7 +5,10 @@
 use std::sync::Arc;
 
 use infrawatch_core::trees::{Ensemble, TreeSpec};
-use numpy::{PyArray1, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::ndarray::Array2;
+use numpy::{
+    PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods,
+};
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyType};
@@ -59,28 +62,36 @@ fn py_to_json(py: Python<'_>, obj: &Bound<'_, PyAny>) -> PyResult<String> {
         .extract()
 }
 
-/// X as a C-contiguous float64 matrix, with sklearn-like shape errors.
+/// X as a C-contiguous float64 matrix, with sklearn-like shape errors. Such an array is used as
+/// is (no Python call, no copy: this is most of a one-row call's overhead); anything else goes
+/// through `numpy.ascontiguousarray(x, "float64")`.
 fn as_matrix<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,
     n_features: usize,
 ) -> PyResult<PyReadonlyArray2<'py, f64>> {
-    let arr = py
-        .import("numpy")?
-        .call_method1("ascontiguousarray", (x, "float64"))?;
-    let ndim: usize = arr.getattr("ndim")?.extract()?;
-    if ndim != 2 {
-        let hint = if ndim == 1 {
-            " Reshape your data either using array.reshape(-1, 1) if your data has a single feature \
-             or array.reshape(1, -1) if it contains a single sample."
-        } else {
-            ""
-        };
-        return Err(PyValueError::new_err(format!(
-            "Expected a 2D array, got {ndim}D array instead.{hint}"
-        )));
-    }
-    let m: PyReadonlyArray2<'py, f64> = arr.extract()?;
+    let arr = match x.cast::<PyArray2<f64>>() {
+        Ok(a) if a.is_c_contiguous() => a.clone(),
+        _ => {
+            let arr = py
+                .import("numpy")?
+                .call_method1("ascontiguousarray", (x, "float64"))?;
+            let ndim: usize = arr.getattr("ndim")?.extract()?;
+            if ndim != 2 {
+                let hint = if ndim == 1 {
+                    " Reshape your data either using array.reshape(-1, 1) if your data has a \
+                     single feature or array.reshape(1, -1) if it contains a single sample."
+                } else {
+                    ""
+                };
+                return Err(PyValueError::new_err(format!(
+                    "Expected a 2D array, got {ndim}D array instead.{hint}"
+                )));
+            }
+            arr.cast_into::<PyArray2<f64>>()?
+        }
+    };
+    let m = arr.try_readonly()?;
     let shape = m.shape();
     if shape[0] == 0 {
         return Err(PyValueError::new_err(format!(
@@ -143,9 +154,11 @@ impl PyTreeEnsemble {
     }
 }
 
+/// An (n, len / n) array owning `v` (no copy, no reshape call).
 fn matrix<'py>(py: Python<'py>, v: Vec<f64>, n: usize) -> PyResult<Bound<'py, PyAny>> {
     let k = v.len() / n.max(1);
-    Ok(PyArray1::from_vec(py, v).reshape([n, k])?.into_any())
+    let a = Array2::from_shape_vec((n, k), v).map_err(value_error)?;
+    Ok(PyArray2::from_owned_array(py, a).into_any())
 }
 
 #[pymethods]

@@ -129,6 +129,7 @@ impl Ensemble {
                 node_end: v[2],
                 leaf_start: v[3],
                 leaf_end: v[4],
+                depth: 0, // set by validate
             });
         }
         let n_nodes = b.count(20)?;
@@ -170,7 +171,7 @@ impl Ensemble {
         if b.pos != body.len() {
             return Err(err("trailing bytes in the body"));
         }
-        let e = Ensemble {
+        let mut e = Ensemble {
             info,
             trees,
             nodes,

@@ -129,7 +129,7 @@ impl Ensemble {
         }
         let (trees, nodes, leaf_values, node_values) =
             model::compile(specs, info.feature_names.len(), info.width, info.precision)?;
-        let e = Ensemble {
+        let mut e = Ensemble {
             info,
             trees,
             nodes,
@@ -236,7 +236,7 @@ impl Ensemble {
     /// Structural checks shared by the constructor and the artifact loader: every index in
     /// range, each tree a real tree (no node reachable twice, so traversal terminates), sizes
     /// consistent with the aggregation. After this, scoring cannot index out of bounds.
-    fn validate(&self) -> Result<(), TreeError> {
+    fn validate(&mut self) -> Result<(), TreeError> {
         let bad = |m: String| Err(TreeError::Invalid(m));
         let info = &self.info;
         if info.width == 0 {
@@ -299,7 +299,7 @@ impl Ensemble {
             }
         }
         model::validate(
-            &self.trees,
+            &mut self.trees,
             &self.nodes,
             self.leaf_values.len(),
             self.node_values.len(),

@@ -93,6 +93,8 @@ pub(crate) struct TreeMeta {
     pub node_end: u32,
     pub leaf_start: u32,
     pub leaf_end: u32,
+    /// Most split nodes on a root-to-leaf path; derived by [`validate`], not stored in artifacts.
+    pub depth: u32,
 }
 
 /// A threshold type that rows are compared in.
@@ -116,7 +118,7 @@ impl Thr for f64 {
 
 /// The leaf (global index) a row lands in, starting at `root`. `nodes` and `root` have passed
 /// [`validate`], so every index is in range and the loop terminates.
-#[inline(always)]
+#[cfg(test)]
 pub(crate) fn leaf<T: Thr>(nodes: &[Node<T>], root: i32, row: &[T]) -> usize {
     let mut i = root;
     while i >= 0 {
@@ -127,6 +129,67 @@ pub(crate) fn leaf<T: Thr>(nodes: &[Node<T>], root: i32, row: &[T]) -> usize {
         i = if go_left { n.left } else { n.right };
     }
     (!i) as usize
+}
+
+/// Walks advanced together by [`leaves`]: enough independent loads in flight to hide the
+/// latency of each step, few enough to keep the lane state in registers.
+pub(crate) const LANES: usize = 8;
+
+/// The leaves (global indices) of `L` walks advanced in lock-step: lane `k` starts at
+/// `roots[k]` and reads its features from `x[first + k * stride..][..n_features]` (`stride` is
+/// the row length to walk `L` rows through one tree, 0 to walk one row through `L` trees).
+///
+/// Each step is branch-free (the child is a select, a lane already at a leaf stays there) and
+/// the lanes' loads are independent, so their cache misses overlap instead of queueing behind
+/// one unpredictable branch per level. This is the only place scoring indexes unchecked.
+///
+/// # Safety
+/// `nodes` is the node array of an ensemble that passed [`validate`], and every `roots[k]` is
+/// the root of one of its trees, so every child index reachable from a root is a node of
+/// `nodes` or a leaf (`< 0`) and every split feature is `< n_features`; `depth` is at least
+/// the [`TreeMeta::depth`] of each of those trees (so all lanes end at a leaf); `n_features`
+/// is the ensemble's feature count.
+///
+/// With `NAN == false` the missing-value rule is skipped (a few instructions less per step);
+/// results are then right only for rows without NaN.
+#[inline(always)]
+pub(crate) unsafe fn leaves<T: Thr, const L: usize, const NAN: bool>(
+    nodes: &[Node<T>],
+    roots: [i32; L],
+    depth: u32,
+    x: &[T],
+    first: usize,
+    stride: usize,
+    n_features: usize,
+) -> [usize; L] {
+    // Checked once per call: every lane's row lies inside `x`.
+    assert!(first + (L - 1) * stride + n_features <= x.len());
+    let mut idx = roots;
+    for _ in 0..depth {
+        for (k, i) in idx.iter_mut().enumerate() {
+            // A lane at a leaf reads node 0 (present: depth > 0 means some tree has a split
+            // node) and keeps its index.
+            let at = (*i).max(0) as usize;
+            // SAFETY: `at` is 0 or a child index reached from a validated root, hence a valid
+            // index into `nodes`; the feature is < n_features and lane k's row is in bounds
+            // by the assert above.
+            let (n, v) = unsafe {
+                let n = nodes.get_unchecked(at);
+                let f = (n.feature & !MISSING_LEFT) as usize;
+                (n, *x.get_unchecked(first + k * stride + f))
+            };
+            // NaN compares false, so it goes left only when the node says so: sklearn's rule.
+            let go_left = if NAN {
+                (v <= n.threshold) | (v.is_nan() & (n.feature & MISSING_LEFT != 0))
+            } else {
+                v <= n.threshold
+            };
+            let next = if go_left { n.left } else { n.right };
+            *i = if *i < 0 { *i } else { next };
+        }
+    }
+    // Every lane is at a leaf: `!i` is its leaf index.
+    idx.map(|i| (!i) as usize)
 }
 
 /// The largest f32 ≤ `t`. For any f32 `x`: `x as f64 <= t` ⇔ `x <= round_down_f32(t)`, so
@@ -295,6 +358,7 @@ pub(crate) fn compile(
             node_end: to_u32(ni, "nodes")?,
             leaf_start: to_u32(leaf_start, "leaves")?,
             leaf_end: to_u32(li, "leaves")?,
+            depth: 0,
         });
     }
     let nodes = match precision {
@@ -304,9 +368,10 @@ pub(crate) fn compile(
     Ok((metas, nodes, leaf_values, node_values))
 }
 
-/// Check that scoring over these arrays stays in bounds and terminates.
+/// Check that scoring over these arrays stays in bounds and terminates, and record each tree's
+/// depth (the step count of [`leaves`]).
 pub(crate) fn validate(
-    trees: &[TreeMeta],
+    trees: &mut [TreeMeta],
     nodes: &Nodes,
     n_leaf_values: usize,
     n_node_values: usize,
@@ -322,7 +387,7 @@ pub(crate) fn validate(
     }
     let n_leaves = n_leaf_values / width;
     let (mut next_node, mut next_leaf) = (0usize, 0usize);
-    for (t, m) in trees.iter().enumerate() {
+    for (t, m) in trees.iter_mut().enumerate() {
         let bad = |s: &str| Err(TreeError::Invalid(format!("tree {t}: {s}")));
         let (ns, ne, ls, le) = (
             m.node_start as usize,
@@ -356,8 +421,10 @@ pub(crate) fn validate(
         };
         let mut seen_node = vec![false; ne - ns];
         let mut seen_leaf = vec![false; le - ls];
-        let mut stack = vec![m.root];
-        while let Some(c) = stack.pop() {
+        let mut depth = 0u32;
+        let mut stack = vec![(m.root, 0u32)];
+        while let Some((c, d)) = stack.pop() {
+            depth = depth.max(d);
             match in_tree(c) {
                 None => return bad("child index out of range"),
                 Some(Err(l)) => {
@@ -373,11 +440,12 @@ pub(crate) fn validate(
                     if f as usize >= n_features || thr.is_nan() {
                         return bad("bad split feature or threshold");
                     }
-                    stack.push(l);
-                    stack.push(r);
+                    stack.push((l, d + 1));
+                    stack.push((r, d + 1));
                 }
             }
         }
+        m.depth = depth;
     }
     if next_node != n_nodes || next_leaf != n_leaves {
         return Err(TreeError::Invalid(

@@ -2,11 +2,14 @@
 //! cache) and the per-model output transforms, in scikit-learn's order of operations so results
 //! are bit-identical or within an ulp.
 
-use super::model::{leaf, Node, Nodes, Thr, TreeMeta};
+use super::model::{leaves, Node, Nodes, Thr, TreeMeta, LANES};
 use super::{Aggregation, Ensemble, Link, TreeError};
 
-/// f32 values converted per block on the stack: no heap allocation beyond the output.
+/// f32 values converted per block: the block's rows plus one tree stay in L1/L2 while every
+/// tree walks them.
 const BLOCK_VALUES: usize = 4096;
+/// Inputs up to this many values convert on the stack (no allocation beyond the output).
+const SMALL_VALUES: usize = 256;
 
 impl Ensemble {
     /// Raw accumulation per row: n_rows × n_outputs. Forests/isolation: Σ_t leaf_t (not yet
@@ -47,12 +50,14 @@ impl Ensemble {
                 }
             }
             Nodes::F32(nodes) => {
-                let mut stack_buf = [0f32; BLOCK_VALUES];
+                // small calls (one row) convert on the stack; larger ones use one block buffer
+                let mut stack_buf = [0f32; SMALL_VALUES];
                 let mut heap_buf = Vec::new();
-                let buf: &mut [f32] = if nf <= BLOCK_VALUES {
+                let need = x.len().min(rows_per_block * nf);
+                let buf: &mut [f32] = if need <= SMALL_VALUES {
                     &mut stack_buf
                 } else {
-                    heap_buf.resize(nf, 0.0);
+                    heap_buf.resize(need, 0.0);
                     &mut heap_buf
                 };
                 for (xb, ab) in x
@@ -244,26 +249,71 @@ struct Ctx<'a> {
 }
 
 impl Ctx<'_> {
-    /// Add every tree's leaf values for the rows of one block.
+    /// Add every tree's leaf values for the rows of one block, each row's trees in model order
+    /// (the order scikit-learn sums them in, so sums are bit-identical).
     #[inline]
     fn block<T: Thr>(&self, nodes: &[Node<T>], xb: &[T], nf: usize, ab: &mut [f64]) {
-        let (w, n_out) = (self.width, self.n_out);
+        // Rows without NaN (the usual case) skip the missing-value rule in the walk.
+        if xb.iter().any(|v| v.is_nan()) {
+            self.block_with::<T, true>(nodes, xb, nf, ab);
+        } else {
+            self.block_with::<T, false>(nodes, xb, nf, ab);
+        }
+    }
+
+    #[inline(always)]
+    fn block_with<T: Thr, const NAN: bool>(
+        &self,
+        nodes: &[Node<T>],
+        xb: &[T],
+        nf: usize,
+        ab: &mut [f64],
+    ) {
+        let n_out = self.n_out;
+        let n_rows = xb.len() / nf;
+        let full = n_rows - n_rows % LANES;
+        // LANES rows at a time through one tree
         for t in self.trees {
-            let off = t.output as usize;
-            if w == 1 {
-                // the common case (regression, boosting, isolation) without an inner loop
-                for (row, a) in xb.chunks_exact(nf).zip(ab.chunks_exact_mut(n_out)) {
-                    let v = self.leaf_values[leaf(nodes, t.root, row)];
-                    a[off] += self.scale.map_or(v, |s| s * v);
+            for r in (0..full).step_by(LANES) {
+                // SAFETY: nodes/roots/depth come from this validated ensemble; nf is its
+                // feature count; NAN is false only when xb holds no NaN.
+                let l = unsafe {
+                    leaves::<T, LANES, NAN>(nodes, [t.root; LANES], t.depth, xb, r * nf, nf, nf)
+                };
+                for (k, &l) in l.iter().enumerate() {
+                    self.add(&mut ab[(r + k) * n_out..(r + k + 1) * n_out], t, l);
                 }
-            } else {
-                for (row, a) in xb.chunks_exact(nf).zip(ab.chunks_exact_mut(n_out)) {
-                    let l = leaf(nodes, t.root, row);
-                    let v = &self.leaf_values[l * w..(l + 1) * w];
-                    for (d, &s) in a[off..off + w].iter_mut().zip(v) {
-                        *d += self.scale.map_or(s, |sc| sc * s);
-                    }
+            }
+        }
+        // the remaining rows (and single-row calls): one row through LANES trees at a time
+        for r in full..n_rows {
+            let a = &mut ab[r * n_out..(r + 1) * n_out];
+            for g in self.trees.chunks(LANES) {
+                // lanes past the last tree repeat it; their leaves are ignored
+                let last = g[g.len() - 1].root;
+                let roots = std::array::from_fn(|k| g.get(k).map_or(last, |t| t.root));
+                let depth = g.iter().map(|t| t.depth).max().unwrap_or(0);
+                // SAFETY: as above, with depth the largest of the group's.
+                let l = unsafe { leaves::<T, LANES, NAN>(nodes, roots, depth, xb, r * nf, 0, nf) };
+                for (t, &l) in g.iter().zip(&l) {
+                    self.add(a, t, l);
                 }
+            }
+        }
+    }
+
+    /// Add tree `t`'s values at leaf `l` to a row's outputs.
+    #[inline(always)]
+    fn add(&self, a: &mut [f64], t: &TreeMeta, l: usize) {
+        let (w, off) = (self.width, t.output as usize);
+        if w == 1 {
+            // the common case (regression, boosting, isolation) without an inner loop
+            let v = self.leaf_values[l];
+            a[off] += self.scale.map_or(v, |s| s * v);
+        } else {
+            let v = &self.leaf_values[l * w..(l + 1) * w];
+            for (d, &s) in a[off..off + w].iter_mut().zip(v) {
+                *d += self.scale.map_or(s, |sc| sc * s);
             }
         }
     }
@@ -302,8 +352,10 @@ fn argmax(row: &[f64]) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trees::model::leaf;
+    use crate::trees::model::tests::Lcg;
     use crate::trees::testutil::{info, stump};
-    use crate::trees::{Aggregation, Ensemble, Link};
+    use crate::trees::{Aggregation, Ensemble, Link, TreeSpec};
 
     #[test]
     fn forest_mean_proba_and_class() {
@@ -363,6 +415,88 @@ mod tests {
         let d = e.decision_function(&[-1.0, 1.0], 2).unwrap();
         assert_eq!(d[1], s[1] + 0.5);
         assert_eq!(e.predict_outlier(&[-1.0, 1.0], 2).unwrap(), vec![-1.0, 1.0]);
+    }
+
+    /// A random tree with `n_features` features, up to `max_depth` levels (possibly one leaf).
+    fn random_tree(g: &mut Lcg, n_features: usize, max_depth: u32, output: usize) -> TreeSpec {
+        let mut s = TreeSpec {
+            children_left: vec![],
+            children_right: vec![],
+            feature: vec![],
+            threshold: vec![],
+            missing_left: vec![],
+            value: vec![],
+            count: vec![],
+            fill_internal: false,
+            output,
+        };
+        fn grow(g: &mut Lcg, s: &mut TreeSpec, nf: usize, depth: u32) -> i64 {
+            let i = s.children_left.len();
+            s.children_left.push(-1);
+            s.children_right.push(-1);
+            s.feature.push(-2);
+            s.threshold.push(-2.0);
+            s.missing_left.push(false);
+            s.value.push((g.next() % 1000) as f64 / 7.0 - 50.0);
+            s.count.push(1.0);
+            if depth > 0 && g.next() % 5 != 0 {
+                s.feature[i] = (g.next() % nf as u64) as i64;
+                s.threshold[i] = (g.next() % 200) as f64 / 100.0 - 1.0;
+                s.missing_left[i] = g.next() % 2 == 0;
+                let l = grow(g, s, nf, depth - 1);
+                let r = grow(g, s, nf, depth - 1);
+                s.children_left[i] = l;
+                s.children_right[i] = r;
+            }
+            i as i64
+        }
+        grow(g, &mut s, n_features, max_depth);
+        s
+    }
+
+    /// The lane-interleaved scoring equals a plain per-row, per-tree walk summed in tree order,
+    /// bit for bit, for every remainder of rows and trees modulo the lane count, with and without
+    /// NaN in the rows.
+    #[test]
+    fn interleaved_walks_match_plain_walks() {
+        let mut g = Lcg(5);
+        for case in 0..40 {
+            let nf = 1 + case % 5;
+            let n_trees = 1 + (g.next() % 20) as usize;
+            let specs: Vec<_> = (0..n_trees)
+                .map(|_| {
+                    let d = (g.next() % 9) as u32;
+                    random_tree(&mut g, nf, d, 0)
+                })
+                .collect();
+            let agg = Aggregation::Boosting {
+                init: vec![0.25],
+                scale: 0.1,
+                link: Link::Identity,
+                zero_is_positive: false,
+            };
+            let e = Ensemble::new(info(nf, 1, agg, None), &specs).unwrap();
+            let Nodes::F32(nodes) = &e.nodes else {
+                panic!()
+            };
+            let n_rows = 1 + (g.next() % 40) as usize;
+            let x: Vec<f64> = (0..n_rows * nf)
+                // odd cases hold NaN (the missing-value walk), even ones none (the plain walk)
+                .map(|_| match g.next() % 10 {
+                    0 if case % 2 == 1 => f64::NAN,
+                    _ => (g.next() % 300) as f64 / 100.0 - 1.5,
+                })
+                .collect();
+            let got = e.predict_value(&x, n_rows).unwrap();
+            for r in 0..n_rows {
+                let row: Vec<f32> = x[r * nf..(r + 1) * nf].iter().map(|&v| v as f32).collect();
+                let mut want = 0.25;
+                for t in &e.trees {
+                    want += 0.1 * e.leaf_values[leaf(nodes, t.root, &row)];
+                }
+                assert_eq!(got[r].to_bits(), want.to_bits(), "case {case} row {r}");
+            }
+        }
     }
 
     #[test]
