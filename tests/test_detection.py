@@ -11,7 +11,7 @@ import pytest
 from infrawatch import cli, core, sim
 from infrawatch.detection import datasets
 from infrawatch.detection.evaluation import evaluate_data, run_pipeline
-from infrawatch.detection.registry import ModelRegistry, RegistryError
+from infrawatch.detection.registry import ActiveModels, ModelRegistry, RegistryError
 from infrawatch.detection.training import TrainConfig, Trainer, feature_subset, train
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -225,3 +225,29 @@ def test_real_data_sets_load(folder: str, kind: str, events: int) -> None:
     assert d.kind == kind
     assert len(d.events) == events
     assert np.all(np.diff(d.timestamp_ns) >= 0)
+
+
+def test_pipeline_picks_up_an_activated_version_without_losing_state(registry: ModelRegistry) -> None:
+    pipe = core.Pipeline(window=20)
+    watcher = ActiveModels(registry)
+    assert watcher.refresh(pipe)
+    assert not watcher.refresh(pipe)  # nothing changed
+    data = sim.simulate("water_quality", seed=9, n_sensors=3, days=1)
+    payloads, topics = sim.payloads(data)
+    pipe.process(payloads[:200], topics[:200])
+    sensors, snapshot = len(pipe), pipe.snapshot()
+    if len(registry.versions("water_quality")) < 2:
+        train(tiny_config("water_quality", random_state=2), registry, activate=False)
+    versions = [v.version for v in registry.versions("water_quality")]
+    other = next(v for v in versions if v != registry.active_version("water_quality"))
+    before = registry.active_version("water_quality")
+    registry.activate("water_quality", other)
+    try:
+        assert watcher.refresh(pipe)
+        assert pipe.models["water_quality"]["version"] == other
+        assert len(pipe) == sensors
+        assert pipe.snapshot() == snapshot  # the rolling state is untouched by the swap
+        out = pipe.process(payloads[200:260], topics[200:260])
+        assert f'model_version="{other}"'.encode() in out.line_protocol
+    finally:
+        registry.activate("water_quality", before)  # type: ignore[arg-type]

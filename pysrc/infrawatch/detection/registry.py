@@ -188,3 +188,25 @@ def _fsync_dir(path: Path) -> None:
     for f in path.iterdir():
         with f.open("rb") as fh:
             os.fsync(fh.fileno())
+
+
+class ActiveModels:
+    """Keeps a running `core.Pipeline` on the registry's active versions.
+
+    `refresh()` is cheap when nothing changed (it reads the `active` pointers only); when a version
+    was activated it loads the new models and swaps them in with `Pipeline.set_models`, which keeps
+    every sensor's rolling state.
+    """
+
+    def __init__(self, registry: ModelRegistry) -> None:
+        self.registry = registry
+        self.fingerprint: dict[str, str | None] | None = None
+
+    def refresh(self, pipeline: Any) -> bool:
+        """Swap in newly activated versions; True when the pipeline's models changed."""
+        current = self.registry.fingerprint()
+        if current == self.fingerprint:
+            return False
+        pipeline.set_models(self.registry.load_active())
+        self.fingerprint = current
+        return True

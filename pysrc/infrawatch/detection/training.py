@@ -156,7 +156,7 @@ def _objective(s: metrics.EventScores) -> float:
 def _best_band(score: np.ndarray, data: sim.SimData) -> tuple[float, metrics.EventScores]:
     """The alert threshold on a [0, 1] score that maximises the objective on validation data."""
     best: tuple[float, float, metrics.EventScores | None] = (-1.0, 0.5, None)
-    for t in np.round(np.arange(0.3, 0.96, 0.05), 2):
+    for t in (*np.round(np.arange(0.3, 0.96, 0.05), 2), 0.97, 0.98, 0.99):
         s = _event_f1(data, score > t)
         obj = _objective(s)
         if obj > best[0]:
