@@ -174,17 +174,17 @@ impl Bound {
 #[derive(Debug, Clone)]
 enum BoundModels {
     WaterFlow {
-        version: String,
+        version: Arc<str>,
         leak: Bound,
         burst: Bound,
     },
     WaterQuality {
-        version: String,
+        version: Arc<str>,
         contamination: Option<Bound>,
         bands: ScoreBands,
     },
     Energy {
-        version: String,
+        version: Arc<str>,
         expected: Bound,
         anomaly: Bound,
         bands: ScoreBands,
@@ -211,15 +211,38 @@ pub struct Alert {
     pub explanation: Vec<String>,
 }
 
+/// A verdict's model outputs by name: at most two, kept inline (no allocation per reading).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Scores {
+    items: [(&'static str, f64); 2],
+    len: usize,
+}
+
+impl Scores {
+    fn of(items: &[(&'static str, f64)]) -> Self {
+        let mut s = Scores::default();
+        for &it in items.iter().take(2) {
+            s.items[s.len] = it;
+            s.len += 1;
+        }
+        s
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &(&'static str, f64)> {
+        self.items[..self.len].iter()
+    }
+}
+
 /// The verdict for one reading.
 #[derive(Debug, Clone, PartialEq)]
 struct Verdict {
     risk: RiskLevel,
     confidence: f64,
-    scores: Vec<(&'static str, f64)>,
+    scores: Scores,
     anomaly_type: Option<&'static str>,
     alert_type: &'static str,
-    version: String,
+    /// Shared: cloning it per reading costs a reference count, not an allocation.
+    version: Arc<str>,
     /// For HIGH and CRITICAL verdicts: up to three reasons in plain words, strongest first.
     explanation: Vec<String>,
 }
@@ -322,7 +345,7 @@ impl Pipeline {
                 .as_ref()
                 .map(|m| -> Result<_, PipelineError> {
                     Ok(BoundModels::WaterFlow {
-                        version: m.version.clone(),
+                        version: Arc::from(m.version.as_str()),
                         leak: Bound::new(&m.leak, wf, Kind::WaterFlow, "leak", Some(2))?,
                         burst: Bound::new(&m.burst, wf, Kind::WaterFlow, "burst", Some(2))?,
                     })
@@ -330,7 +353,7 @@ impl Pipeline {
                 .transpose()?,
             Some(match &models.water_quality {
                 Some(m) => BoundModels::WaterQuality {
-                    version: m.version.clone(),
+                    version: Arc::from(m.version.as_str()),
                     contamination: m
                         .contamination
                         .as_ref()
@@ -339,7 +362,7 @@ impl Pipeline {
                     bands: m.bands,
                 },
                 None => BoundModels::WaterQuality {
-                    version: "limits".to_owned(),
+                    version: Arc::from("limits"),
                     contamination: None,
                     bands: ScoreBands::CONTAMINATION,
                 },
@@ -349,7 +372,7 @@ impl Pipeline {
                 .as_ref()
                 .map(|m| -> Result<_, PipelineError> {
                     Ok(BoundModels::Energy {
-                        version: m.version.clone(),
+                        version: Arc::from(m.version.as_str()),
                         expected: Bound::new(
                             &m.expected_kwh,
                             en,
@@ -487,8 +510,12 @@ impl Pipeline {
             if let Some(v) = &verdicts[i] {
                 let prev = self
                     .last_risk
-                    .insert(batch.sensor_id(i).to_owned(), v.risk)
-                    .unwrap_or_default();
+                    .get_mut(batch.sensor_id(i))
+                    .map(|r| std::mem::replace(r, v.risk));
+                let prev = prev.unwrap_or_else(|| {
+                    self.last_risk.insert(batch.sensor_id(i).to_owned(), v.risk);
+                    RiskLevel::default()
+                });
                 if v.risk >= RiskLevel::High && v.risk > prev {
                     out.alerts.push(make_alert(&batch, i, v));
                 }
@@ -653,7 +680,10 @@ fn score_kind(
                     Ok(Verdict {
                         risk,
                         confidence: confidence(pl[r].max(pb[r])),
-                        scores: vec![("leak_probability", pl[r]), ("burst_probability", pb[r])],
+                        scores: Scores::of(&[
+                            ("leak_probability", pl[r]),
+                            ("burst_probability", pb[r]),
+                        ]),
                         anomaly_type: None,
                         alert_type: if is_burst { "burst" } else { "leak" },
                         version: version.clone(),
@@ -702,10 +732,11 @@ fn score_kind(
                         }
                     }
                     explanation.truncate(3);
-                    let mut scores = Vec::with_capacity(1);
-                    if pc.is_some() {
-                        scores.push(("contamination_probability", p));
-                    }
+                    let scores = if pc.is_some() {
+                        Scores::of(&[("contamination_probability", p)])
+                    } else {
+                        Scores::default()
+                    };
                     Ok(Verdict {
                         risk,
                         confidence: if pc.is_some() { confidence(p) } else { 1.0 },
@@ -791,7 +822,7 @@ fn score_kind(
                     Ok(Verdict {
                         risk,
                         confidence: confidence(score),
-                        scores: vec![("anomaly_score", score), ("expected_kwh", exp[r])],
+                        scores: Scores::of(&[("anomaly_score", score), ("expected_kwh", exp[r])]),
                         anomaly_type: (risk >= RiskLevel::Medium).then_some(kind),
                         alert_type: kind,
                         version: version.clone(),
@@ -814,7 +845,7 @@ fn write_reading(w: &mut LineWriter, batch: &ReadingBatch, i: usize, verdict: Op
         w.field_f64(name, col[i]);
     }
     if let Some(v) = verdict {
-        for (name, s) in &v.scores {
+        for (name, s) in v.scores.iter() {
             w.field_f64(name, *s);
         }
         w.field_i64("risk", v.risk as i64);
@@ -868,8 +899,8 @@ fn make_alert(batch: &ReadingBatch, i: usize, v: &Verdict) -> Alert {
         alert_type: v.alert_type,
         message,
         timestamp_ns: batch.timestamp_ns[i],
-        model_version: v.version.clone(),
-        scores: v.scores.clone(),
+        model_version: v.version.to_string(),
+        scores: v.scores.iter().copied().collect(),
         explanation: v.explanation.clone(),
     }
 }
