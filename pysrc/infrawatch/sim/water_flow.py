@@ -65,7 +65,7 @@ def simulate(
     busy = np.zeros((n, m), bool)
     tn = grid.t_ns
 
-    # leaks: ramp over 1–6 h to 4–25% of mean flow, last 6–48 h
+    # leaks worth paging on: ramp over 1–6 h to 8–35% of mean flow, last 6–48 h
     for s, a, b in place_intervals(
         rng,
         n,
@@ -77,7 +77,7 @@ def simulate(
         margin=int(2 * steps_per_h),
     ):
         ramp = max(1, int(rng.uniform(1, 6) * steps_per_h))
-        size = float(rng.uniform(0.04, 0.25)) * float(base[s, 0])
+        size = float(rng.uniform(0.08, 0.35)) * float(base[s, 0])
         prof = np.minimum(1.0, (np.arange(b - a) + 1) / ramp)
         extra[s, a:b] += size * prof
         label[s, a:b] = 1
