@@ -39,7 +39,7 @@ class FeatureStore:
     its row is all NaN and `stale_count` grows. Non-finite values count as missing.
     """
 
-    def __init__(self, window: int = 60, fields: Sequence[str] | None = None) -> None:
+    def __new__(cls, window: int = 60, fields: Sequence[str] | None = None) -> FeatureStore:
         """`window` ≥ 2; `fields` are canonical names (default: every kind's model fields)."""
     def update(self, batch: ReadingBatch) -> npt.NDArray[np.float64]:
         """Fold a decoded batch in order; shape `(len(batch), len(feature_names))`."""
