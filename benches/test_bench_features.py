@@ -172,6 +172,10 @@ def _stream(rng: np.random.Generator, n: int, start: np.ndarray) -> tuple[list[s
     return [f"wf-{s:05d}" for s in sid], ts, vals
 
 
+def _cols(v: np.ndarray) -> dict[str, np.ndarray]:
+    return {f: v[:, j] for j, f in enumerate(FIELDS)}
+
+
 @pytest.fixture(scope="module")
 def workload() -> dict[str, Any]:
     rng = np.random.default_rng(0)
@@ -184,20 +188,19 @@ def workload() -> dict[str, Any]:
     batch = _stream(rng, N_READINGS, clock)
     rust = core.FeatureStore(WINDOW, FIELDS)
     py, npy = PyStore(WINDOW, 4), NpStore(WINDOW, 4)
-    cols = lambda v: {f: v[:, j] for j, f in enumerate(FIELDS)}  # noqa: E731
-    rust.update_arrays(warm[0], warm[1], cols(warm[2]))
+    rust.update_arrays(warm[0], warm[1], _cols(warm[2]))
     py.update(warm[0], warm[1].tolist(), warm[2].tolist())
     npy.update(*warm)
     ids, ts, vals = batch
     # the competitors compute the same features: check on the measured batch before timing it
-    expected = core.FeatureStore.restore(rust.snapshot()).update_arrays(ids, ts, cols(vals))
+    expected = core.FeatureStore.restore(rust.snapshot()).update_arrays(ids, ts, _cols(vals))
     got_py = np.array(copy.deepcopy(py).update(ids[:2000], ts[:2000].tolist(), vals[:2000].tolist()))
     got_np = copy.deepcopy(npy).update(ids[:2000], ts[:2000], vals[:2000])
     np.testing.assert_allclose(got_py, expected[:2000], rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(got_np, expected[:2000], rtol=1e-7, atol=1e-7)
     return {
         "batch": batch,
-        "cols": cols(vals),
+        "cols": _cols(vals),
         "rust_blob": rust.snapshot(),
         "py": py,
         "np": npy,
@@ -284,7 +287,8 @@ def _probe(n: int, impl: str) -> dict[str, float]:
         capture_output=True,
         text=True,
     )
-    return json.loads(out.stdout)
+    result: dict[str, float] = json.loads(out.stdout)
+    return result
 
 
 @pytest.mark.benchmark(group="features: memory per sensor (window 60, 4 fields)")

@@ -10,6 +10,7 @@ import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -343,7 +344,7 @@ def test_update_reads_a_batch() -> None:
     fields = ["pressure_bar", "flow_rate_lps"]
     ids, ts, vals = random_stream(np.random.default_rng(4), 300, 5, 2)
     # the decoder's batch shape: canonical columns plus columns the store does not keep
-    batch = SimpleNamespace(
+    batch: Any = SimpleNamespace(
         sensor_id=ids, timestamp_ns=ts, fields={**columns(fields, vals), "ph": np.zeros(len(ids))}
     )
     a, b = FeatureStore(8, fields), FeatureStore(8, fields)

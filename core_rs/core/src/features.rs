@@ -436,54 +436,39 @@ impl FeatureStore {
 /// one): with large offsets (1e6 + noise) the mean, spread and z-score then lose precision to
 /// the noise's magnitude, not the offset's.
 fn field_stats(ring: &[f64], t: &[f64], last: f64, delta: f64, ewma: f64, o: &mut [f64]) {
-    let mut shift = last;
-    let (mut n, mut sd, mut st) = (0usize, 0.0, 0.0);
-    let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
-    for (&v, &ti) in ring.iter().zip(t) {
-        if !v.is_nan() {
-            if shift.is_nan() {
-                shift = v;
-            }
-            n += 1;
-            sd += v - shift;
-            st += ti;
-            lo = lo.min(v);
-            hi = hi.max(v);
-        }
-    }
+    let shift = if last.is_nan() {
+        ring.iter()
+            .copied()
+            .find(|v| !v.is_nan())
+            .unwrap_or(f64::NAN)
+    } else {
+        last
+    };
     o[0] = last;
     o[5] = delta;
     o[7] = ewma;
-    if n == 0 {
+    if shift.is_nan() {
+        // no value of this field in the window
         for i in [1, 2, 3, 4, 6] {
             o[i] = f64::NAN;
         }
-        o[8] = if last.is_nan() { f64::NAN } else { 0.0 };
+        o[8] = f64::NAN;
         return;
     }
-    let nf = n as f64;
+    let [n, sd, st, lo, hi] = first_pass(ring, t, shift);
     let (mean, std, slope, z);
     if lo == hi {
         // all equal: exact mean and zero spread, free of rounding in sum / n
         mean = lo;
         std = 0.0;
-        slope = if n >= 2 { 0.0 } else { f64::NAN };
+        slope = if n >= 2.0 { 0.0 } else { f64::NAN };
         z = 0.0;
     } else {
-        let dmean = sd / nf;
-        let mt = st / nf;
-        let (mut sdd, mut sxy, mut sxx) = (0.0, 0.0, 0.0);
-        for (&v, &ti) in ring.iter().zip(t) {
-            if !v.is_nan() {
-                let dv = (v - shift) - dmean;
-                let dt = ti - mt;
-                sdd += dv * dv;
-                sxy += dt * dv;
-                sxx += dt * dt;
-            }
-        }
+        let dmean = sd / n;
+        let mt = st / n;
+        let [sdd, sxy, sxx] = second_pass(ring, t, shift, dmean, mt);
         mean = shift + dmean;
-        std = (sdd / nf).sqrt();
+        std = (sdd / n).sqrt();
         slope = if sxx > 0.0 { sxy / sxx } else { f64::NAN };
         z = if std > 0.0 {
             ((last - shift) - dmean) / std
@@ -499,13 +484,90 @@ fn field_stats(ring: &[f64], t: &[f64], last: f64, delta: f64, ewma: f64, o: &mu
     o[8] = if last.is_nan() { f64::NAN } else { z };
 }
 
+/// Lanes of independent accumulators: breaks the floating-point add dependency chain, and the
+/// masked (select, not branch) updates keep NaN holes from costing mispredictions.
+const LANES: usize = 4;
+
+/// Count, Σ(v − shift), Σt, min and max over the non-NaN values.
+#[inline]
+fn first_pass(ring: &[f64], t: &[f64], shift: f64) -> [f64; 5] {
+    let mut n = [0.0; LANES];
+    let mut sd = [0.0; LANES];
+    let mut st = [0.0; LANES];
+    let mut lo = [f64::INFINITY; LANES];
+    let mut hi = [f64::NEG_INFINITY; LANES];
+    let mut step = |l: usize, v: f64, ti: f64| {
+        let m = !v.is_nan();
+        n[l] += if m { 1.0 } else { 0.0 };
+        sd[l] += if m { v - shift } else { 0.0 };
+        st[l] += if m { ti } else { 0.0 };
+        lo[l] = if m { lo[l].min(v) } else { lo[l] };
+        hi[l] = if m { hi[l].max(v) } else { hi[l] };
+    };
+    let (rc, tc) = (ring.chunks_exact(LANES), t.chunks_exact(LANES));
+    let (rr, tr) = (rc.remainder(), tc.remainder());
+    for (vs, ts) in rc.zip(tc) {
+        for l in 0..LANES {
+            step(l, vs[l], ts[l]);
+        }
+    }
+    for (l, (&v, &ti)) in rr.iter().zip(tr).enumerate() {
+        step(l, v, ti);
+    }
+    [
+        sum_lanes(&n),
+        sum_lanes(&sd),
+        sum_lanes(&st),
+        lo.iter().copied().fold(f64::INFINITY, f64::min),
+        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    ]
+}
+
+/// Σ(v − mean)², Σ(t − t̄)(v − mean) and Σ(t − t̄)² over the non-NaN values (deviations taken
+/// as `(v − shift) − dmean` for precision with large offsets).
+#[inline]
+fn second_pass(ring: &[f64], t: &[f64], shift: f64, dmean: f64, mt: f64) -> [f64; 3] {
+    let mut sdd = [0.0; LANES];
+    let mut sxy = [0.0; LANES];
+    let mut sxx = [0.0; LANES];
+    let mut step = |l: usize, v: f64, ti: f64| {
+        let m = !v.is_nan();
+        let dv = if m { (v - shift) - dmean } else { 0.0 };
+        let dt = if m { ti - mt } else { 0.0 };
+        sdd[l] += dv * dv;
+        sxy[l] += dt * dv;
+        sxx[l] += dt * dt;
+    };
+    let (rc, tc) = (ring.chunks_exact(LANES), t.chunks_exact(LANES));
+    let (rr, tr) = (rc.remainder(), tc.remainder());
+    for (vs, ts) in rc.zip(tc) {
+        for l in 0..LANES {
+            step(l, vs[l], ts[l]);
+        }
+    }
+    for (l, (&v, &ti)) in rr.iter().zip(tr).enumerate() {
+        step(l, v, ti);
+    }
+    [sum_lanes(&sdd), sum_lanes(&sxy), sum_lanes(&sxx)]
+}
+
+#[inline]
+fn sum_lanes(a: &[f64; LANES]) -> f64 {
+    (a[0] + a[1]) + (a[2] + a[3])
+}
+
 fn ts_of(bits: f64) -> i64 {
     bits.to_bits() as i64
 }
 
-/// `(ts - newest)` in seconds, exact in i128 before the one rounding to f64.
+/// `(ts - newest)` in seconds: the difference is exact before its one rounding to f64 (i128
+/// only when it overflows i64, since i128 → f64 conversion is slow).
+#[inline]
 fn rel_seconds(ts: i64, newest: i64) -> f64 {
-    (i128::from(ts) - i128::from(newest)) as f64 / NS_PER_S
+    match ts.checked_sub(newest) {
+        Some(d) => d as f64 / NS_PER_S,
+        None => (i128::from(ts) - i128::from(newest)) as f64 / NS_PER_S,
+    }
 }
 
 fn corrupt(msg: &str) -> FeatureError {
