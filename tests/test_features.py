@@ -21,7 +21,8 @@ from infrawatch import core
 
 FeatureStore = core.FeatureStore
 
-STATS = ["last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore"]
+STATS = ["last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore", "hod_dev"]
+HOD_ALPHA = 0.25
 TAIL = ["count", "dt_s", "hour", "dow", "weekend", "night", "pressure_flow_ratio"]
 T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z, a Thursday
 
@@ -31,6 +32,7 @@ class _Sensor:
     ts: list[int] = field(default_factory=list)
     vals: list[np.ndarray] = field(default_factory=list)
     ewma: np.ndarray | None = None
+    profile: dict[tuple[int, int], float] = field(default_factory=dict)  # (field, UTC hour) → EWMA
 
 
 def _window_stats(v: np.ndarray, t: np.ndarray, last: float) -> tuple[float, ...]:
@@ -72,7 +74,7 @@ class Reference:
         s = self.sensors.setdefault(sid, _Sensor(ewma=np.full(k, np.nan)))
         if s.ts and ts <= s.ts[-1]:
             self.stale += 1
-            return np.full(k * 9 + 7, np.nan)
+            return np.full(k * len(STATS) + 7, np.nan)
         prev_ts = s.ts[-1] if s.ts else None
         prev_vals = s.vals[-1] if s.vals else None
         s.ts.append(ts)
@@ -83,6 +85,7 @@ class Reference:
         v_all = np.array(s.vals)
         row: list[float] = []
         assert s.ewma is not None
+        when = datetime.fromtimestamp(ts // 10**9, tz=UTC)
         for j in range(k):
             last = values[j]
             if not np.isnan(last):
@@ -90,8 +93,14 @@ class Reference:
             ok = ~np.isnan(v_all[:, j])
             delta = last - prev_vals[j] if prev_vals is not None else np.nan
             mean, std, lo, hi, slope, z = _window_stats(v_all[ok, j], t_all[ok], last)
-            row += [last, mean, std, lo, hi, delta, slope, s.ewma[j], z]
-        when = datetime.fromtimestamp(ts // 10**9, tz=UTC)
+            # deviation from the sensor's usual level at this hour, before learning this reading
+            usual = s.profile.get((j, when.hour))
+            hod = np.nan if usual is None or np.isnan(last) else last - usual
+            if not np.isnan(last):
+                s.profile[(j, when.hour)] = (
+                    last if usual is None else HOD_ALPHA * last + (1 - HOD_ALPHA) * usual
+                )
+            row += [last, mean, std, lo, hi, delta, slope, s.ewma[j], z, hod]
         row += [
             len(s.ts),
             (ts - prev_ts) / 1e9 if prev_ts is not None else np.nan,
@@ -213,7 +222,7 @@ def test_feature_names_and_defaults() -> None:
         "power_factor",
     ]  # fmt: skip
     assert default.fields == expected
-    assert len(default.feature_names) == 9 * len(expected) + 7
+    assert len(default.feature_names) == len(STATS) * len(expected) + 7
 
 
 @pytest.mark.parametrize(
@@ -239,7 +248,7 @@ def test_shape_errors() -> None:
 def test_empty_input() -> None:
     fs = FeatureStore(5, ["ph"])
     x = fs.update_arrays([], np.array([], dtype=np.int64), {"ph": np.array([])})
-    assert x.shape == (0, 16)
+    assert x.shape == (0, len(STATS) + 7)
     assert x.dtype == np.float64
 
 

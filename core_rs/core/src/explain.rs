@@ -72,6 +72,11 @@ pub fn describe(name: &str, names: &[String], row: &[f64]) -> String {
     let Some(v) = lookup(names, row, name) else {
         return format!("{name} missing");
     };
+    if let Some(field) = name.strip_suffix("_hod_dev") {
+        let u = unit(field);
+        let dir = if v >= 0.0 { "above" } else { "below" };
+        return format!("{field} {}{u} {dir} its usual level at this hour", num(v.abs()));
+    }
     if let Some((field, stat)) = name.rsplit_once('_').filter(|(_, s)| STATS.contains(s)) {
         let u = unit(field);
         return match stat {
@@ -215,6 +220,11 @@ mod tests {
         );
         assert_eq!(describe("night", &n, &row), "at night");
         assert_eq!(describe("hour", &n, &row), "at 03:00 UTC");
+        let n = names(&["flow_rate_lps_hod_dev"]);
+        assert_eq!(
+            describe("flow_rate_lps_hod_dev", &n, &[12.5]),
+            "flow_rate_lps 12.50 L/s above its usual level at this hour"
+        );
     }
 
     #[test]

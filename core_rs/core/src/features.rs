@@ -6,17 +6,27 @@
 //! large offsets, and a recompute over ≤ `window` values is cheap.
 //!
 //! State of one sensor is a single allocation laid out as
-//! `[timestamps (window, i64 bits) | field 0 values (window) | … | field k-1 values | ewma (k)]`.
-//! Slots `0..len` are in use; `head` is the next slot to write.
+//! `[timestamps (window, i64 bits) | field 0 values (window) | … | field k-1 values | ewma (k) |
+//! hour-of-day profile (24 per field)]`. Slots `0..len` are in use; `head` is the next slot to write.
+//!
+//! `{field}_hod_dev` compares a reading with the sensor's own daily cycle: the sensor keeps, per
+//! field, 24 hour-of-day slots (UTC hour of the reading), each an EWMA (alpha 0.25) of the values
+//! seen at that hour. The feature is the value minus its slot *before* the slot takes the value
+//! in (NaN while the slot is empty, and for a missing value, which leaves the slot unchanged).
+//! Window statistics cannot see a daily cycle: this is what tells a leak (flow above its usual
+//! level for the time of day, as in minimum-night-flow analysis) from the morning rise in demand.
 
 use crate::batch::ReadingBatch;
 use crate::fields::{index_of, Kind};
 use hashbrown::HashMap;
 
 /// The statistics computed per field, in feature order.
-pub const FIELD_STATS: [&str; 9] = [
-    "last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore",
+pub const FIELD_STATS: [&str; 10] = [
+    "last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore", "hod_dev",
 ];
+/// Smoothing of the hour-of-day profile: about the last four days at each hour count.
+pub const HOD_ALPHA: f64 = 0.25;
+const HOURS: usize = 24;
 /// The per-reading features that follow the per-field ones, in feature order.
 pub const READING_FEATURES: [&str; 7] = [
     "count",
@@ -31,7 +41,7 @@ pub const READING_FEATURES: [&str; 7] = [
 pub const MAX_WINDOW: usize = 100_000;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"IWFSTORE";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2; // 2: hour-of-day profiles
 const NS_PER_S: f64 = 1e9;
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
 const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
@@ -158,7 +168,7 @@ impl FeatureStore {
     }
 
     fn slots_len(&self) -> usize {
-        self.window * (self.fields.len() + 1) + self.fields.len()
+        self.window * (self.fields.len() + 1) + self.fields.len() * (1 + HOURS)
     }
 
     /// Fold `rows` of `batch` in order, appending `rows.len() × n_features` values (row-major)
@@ -254,6 +264,7 @@ impl FeatureStore {
         assert_eq!(values.len(), k, "one value per store field");
         assert_eq!(out.len(), self.names.len(), "one output per feature");
         let w = self.window;
+        let slots = self.slots_len();
         let s = match self.sensors.get_mut(sensor_id) {
             Some(s) => s,
             None => self
@@ -262,7 +273,7 @@ impl FeatureStore {
                 .or_insert_with(|| Sensor {
                     head: 0,
                     len: 0,
-                    data: vec![f64::NAN; w * (k + 1) + k].into_boxed_slice(),
+                    data: vec![f64::NAN; slots].into_boxed_slice(),
                 }),
         };
         let head = s.head as usize;
@@ -275,7 +286,8 @@ impl FeatureStore {
             }
         }
         let (ts_ring, rest) = s.data.split_at_mut(w);
-        let (vals, ewma) = rest.split_at_mut(w * k);
+        let (vals, state) = rest.split_at_mut(w * k);
+        let (ewma, profile) = state.split_at_mut(k);
         ts_ring[head] = f64::from_bits(ts_ns as u64);
         let alpha = 2.0 / (w as f64 + 1.0);
         for (j, &v) in values.iter().enumerate() {
@@ -299,18 +311,28 @@ impl FeatureStore {
             *t = rel_seconds(ts_of(b), ts_ns);
         }
         let t = &self.t[..len];
+        let day = ts_ns.div_euclid(NS_PER_DAY);
+        let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
         for j in 0..k {
             let ring = &vals[j * w..j * w + len];
             let last = ring[head];
             let delta = prev.map_or(f64::NAN, |p| last - vals[j * w + p]);
             let o = &mut out[j * FIELD_STATS.len()..(j + 1) * FIELD_STATS.len()];
             field_stats(ring, t, last, delta, ewma[j], o);
+            // deviation from this sensor's usual level at this hour, then learn this hour
+            let slot = &mut profile[j * HOURS + hour as usize];
+            o[9] = last - *slot; // NaN while the slot is empty or the value is missing
+            if !last.is_nan() {
+                *slot = if slot.is_nan() {
+                    last
+                } else {
+                    HOD_ALPHA * last + (1.0 - HOD_ALPHA) * *slot
+                };
+            }
         }
         let o = &mut out[k * FIELD_STATS.len()..];
         o[0] = len as f64;
         o[1] = prev.map_or(f64::NAN, |p| -rel_seconds(ts_of(ts_ring[p]), ts_ns));
-        let day = ts_ns.div_euclid(NS_PER_DAY);
-        let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
         let dow = (day + 3).rem_euclid(7); // 1970-01-01 was a Thursday
         o[2] = hour as f64;
         o[3] = dow as f64;

@@ -30,12 +30,13 @@ fn feat(fs: &FeatureStore, row: &[f64], name: &str) -> f64 {
 #[test]
 fn names_and_validation() {
     let fs = FeatureStore::new(3, &s(&["pressure_bar", "ph"])).unwrap();
-    assert_eq!(fs.n_features(), 2 * 9 + 7);
+    assert_eq!(fs.n_features(), 2 * 10 + 7);
     assert_eq!(fs.feature_names()[0], "pressure_bar_last");
     assert_eq!(fs.feature_names()[8], "pressure_bar_zscore");
-    assert_eq!(fs.feature_names()[9], "ph_last");
-    assert_eq!(fs.feature_names()[18], "count");
-    assert_eq!(fs.feature_names()[24], "pressure_flow_ratio");
+    assert_eq!(fs.feature_names()[9], "pressure_bar_hod_dev");
+    assert_eq!(fs.feature_names()[10], "ph_last");
+    assert_eq!(fs.feature_names()[20], "count");
+    assert_eq!(fs.feature_names()[26], "pressure_flow_ratio");
     assert_eq!(
         FeatureStore::new(1, &[]).unwrap_err(),
         FeatureError::Window(1)
@@ -109,8 +110,9 @@ fn hand_worked_stream() {
 
 /// Naive reference: the readings of the window in a deque, every stat from scratch, slope by
 /// the normal-equation formula (a different computation from the store's centred one).
-/// One sensor of the naive reference: its window of (timestamp, values) and its EWMAs.
-type NaiveSensor = (VecDeque<(i64, Vec<f64>)>, Vec<f64>);
+/// One sensor of the naive reference: its window of (timestamp, values), its EWMAs and its
+/// hour-of-day profile (a map keyed by (field, hour)).
+type NaiveSensor = (VecDeque<(i64, Vec<f64>)>, Vec<f64>, StdMap<(usize, i64), f64>);
 
 #[derive(Default)]
 struct Naive {
@@ -127,10 +129,10 @@ impl Naive {
         v: &[f64],
     ) -> Option<Vec<f64>> {
         let k = v.len();
-        let (q, ew) = self
+        let (q, ew, prof) = self
             .ring
             .entry(id.to_owned())
-            .or_insert_with(|| (VecDeque::new(), vec![f64::NAN; k]));
+            .or_insert_with(|| (VecDeque::new(), vec![f64::NAN; k], StdMap::new()));
         if let Some((last_ts, _)) = q.back() {
             if ts <= *last_ts {
                 return None;
@@ -195,7 +197,16 @@ impl Naive {
             } else {
                 dev / std
             };
-            out.extend([v[j], mean, std, lo, hi, delta, slope, ew[j], z]);
+            let hour_of_day = ts.div_euclid(1_000_000_000).rem_euclid(86_400) / 3600;
+            let hod = match prof.get(&(j, hour_of_day)) {
+                Some(p) if !v[j].is_nan() => v[j] - p,
+                _ => f64::NAN,
+            };
+            if !v[j].is_nan() {
+                let e = prof.entry((j, hour_of_day)).or_insert(v[j]);
+                *e = 0.25 * v[j] + 0.75 * *e;
+            }
+            out.extend([v[j], mean, std, lo, hi, delta, slope, ew[j], z, hod]);
         }
         out.push(q.len() as f64);
         out.push(prev.map_or(f64::NAN, |p| (ts - p.0) as f64 / 1e9));
@@ -332,6 +343,24 @@ fn update_rows_equals_update_one_and_handles_absent_columns() {
 }
 
 #[test]
+fn hour_of_day_profile_by_hand() {
+    const H: i64 = 3_600_000_000_000;
+    let mut fs = FeatureStore::new(3, &s(&["flow_rate_lps"])).unwrap();
+    let mut out = vec![0.0; fs.n_features()];
+    let hod = |out: &[f64]| out[9];
+    fs.update_one("a", 2 * H, &[10.0], &mut out);
+    assert!(hod(&out).is_nan()); // nothing seen at 02:00 yet
+    fs.update_one("a", 3 * H, &[50.0], &mut out);
+    assert!(hod(&out).is_nan()); // another hour
+    fs.update_one("a", 26 * H, &[14.0], &mut out); // 02:00 the next day
+    assert_eq!(hod(&out), 4.0);
+    fs.update_one("a", 50 * H, &[f64::NAN], &mut out); // missing: NaN, slot unchanged
+    assert!(hod(&out).is_nan());
+    fs.update_one("a", 74 * H, &[11.0], &mut out);
+    assert_eq!(hod(&out), 11.0 - (0.25 * 14.0 + 0.75 * 10.0));
+}
+
+#[test]
 fn non_finite_values_count_as_missing() {
     let mut fs = FeatureStore::new(4, &s(&["ph"])).unwrap();
     let mut out = vec![0.0; fs.n_features()];
@@ -348,8 +377,8 @@ fn extreme_timestamps_do_not_overflow() {
     let mut out = vec![0.0; fs.n_features()];
     assert!(fs.update_one("a", i64::MIN, &[1.0], &mut out));
     assert!(fs.update_one("a", i64::MAX, &[2.0], &mut out));
-    assert!(out[10].is_finite() && out[10] > 1.8e10); // dt_s
-    assert!((0.0..24.0).contains(&out[11]));
+    assert!(out[11].is_finite() && out[11] > 1.8e10); // dt_s
+    assert!((0.0..24.0).contains(&out[12]));
 }
 
 #[test]
