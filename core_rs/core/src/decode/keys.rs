@@ -49,10 +49,15 @@ const MAX_KNOWN_KEY: usize = 32;
 pub const MAX_NAME_LEN: usize = 64;
 
 /// Resolve a key (raw bytes, escapes already resolved) case-insensitively.
+///
+/// Payload keys are almost always spelled in lower case already: they are matched as they are,
+/// and only a miss on a key that holds an upper-case ASCII letter pays for a lower-cased copy.
 #[must_use]
+#[inline]
 pub fn resolve(key: &[u8]) -> Key {
-    if key.len() > MAX_KNOWN_KEY {
-        return Key::Other;
+    let k = resolve_lower(key);
+    if k != Key::Other || key.len() > MAX_KNOWN_KEY || !key.iter().any(u8::is_ascii_uppercase) {
+        return k;
     }
     let mut buf = [0u8; MAX_KNOWN_KEY];
     let lower = &mut buf[..key.len()];
@@ -63,42 +68,123 @@ pub fn resolve(key: &[u8]) -> Key {
 }
 
 /// Resolve an already lower-cased key. The canonical indices follow `fields::CANONICAL_FIELDS`
-/// (a unit test checks every name and alias against `fields::canonical_index`).
+/// (a unit test checks every name and alias against `fields::canonical_index`). Dispatching on
+/// the length first lets each comparison compile to a few fixed-width loads.
 #[must_use]
+#[inline]
 pub fn resolve_lower(key: &[u8]) -> Key {
-    match key {
-        b"sensor_id" => Key::SensorId,
-        b"kind" => Key::Kind,
-        b"site" => Key::Site,
-        b"facility_zone" | b"zone" => Key::Zone,
-        b"timestamp" | b"ts" | b"time" => Key::Timestamp,
-        b"location" => Key::Location,
-        b"gateway_id" => Key::GatewayId,
-        b"last_calibration" => Key::LastCalibration,
-        b"device_metadata" => Key::DeviceMetadata,
-        b"measurements" => Key::Measurements,
-        b"pressure_bar" | b"pressure" => Key::Field(0),
-        b"flow_rate_lps" | b"flow" | b"flow_rate" => Key::Field(1),
-        b"temperature_c" | b"temp" | b"temperature" => Key::Field(2),
-        b"total_flow_m3" | b"total_flow" | b"volume" => Key::Field(3),
-        b"ph" => Key::Field(4),
-        b"turbidity_ntu" | b"turbidity" => Key::Field(5),
-        b"dissolved_oxygen_mgl" | b"dissolved_oxygen" | b"do" => Key::Field(6),
-        b"conductivity_uscm" | b"conductivity" => Key::Field(7),
-        b"chlorine_mgl" | b"chlorine" => Key::Field(8),
-        b"redox_mv" | b"redox" => Key::Field(9),
-        b"nitrate_mgl" | b"nitrates" => Key::Field(10),
-        b"phosphate_mgl" | b"phosphates" => Key::Field(11),
-        b"heavy_metals_ugl" | b"heavy_metals" => Key::Field(12),
-        b"energy_kwh" | b"kwh" => Key::Field(13),
-        b"voltage_v" | b"voltage" => Key::Field(14),
-        b"current_a" | b"current" => Key::Field(15),
-        b"power_factor" => Key::Field(16),
-        b"occupancy" => Key::Field(17),
-        b"outdoor_temperature_c" => Key::Field(18),
-        b"humidity_pct" => Key::Field(19),
-        b"battery_level" | b"battery" => Key::Field(20),
-        b"signal_strength_dbm" | b"signal_strength" | b"rssi" => Key::Field(21),
+    match key.len() {
+        2 => match key {
+            b"ts" => Key::Timestamp,
+            b"ph" => Key::Field(4),
+            b"do" => Key::Field(6),
+            _ => Key::Other,
+        },
+        3 => match key {
+            b"kwh" => Key::Field(13),
+            _ => Key::Other,
+        },
+        4 => match key {
+            b"kind" => Key::Kind,
+            b"site" => Key::Site,
+            b"zone" => Key::Zone,
+            b"time" => Key::Timestamp,
+            b"flow" => Key::Field(1),
+            b"temp" => Key::Field(2),
+            b"rssi" => Key::Field(21),
+            _ => Key::Other,
+        },
+        5 => match key {
+            b"redox" => Key::Field(9),
+            _ => Key::Other,
+        },
+        6 => match key {
+            b"volume" => Key::Field(3),
+            _ => Key::Other,
+        },
+        7 => match key {
+            b"voltage" => Key::Field(14),
+            b"current" => Key::Field(15),
+            b"battery" => Key::Field(20),
+            _ => Key::Other,
+        },
+        8 => match key {
+            b"location" => Key::Location,
+            b"pressure" => Key::Field(0),
+            b"chlorine" => Key::Field(8),
+            b"redox_mv" => Key::Field(9),
+            b"nitrates" => Key::Field(10),
+            _ => Key::Other,
+        },
+        9 => match key {
+            b"sensor_id" => Key::SensorId,
+            b"timestamp" => Key::Timestamp,
+            b"flow_rate" => Key::Field(1),
+            b"turbidity" => Key::Field(5),
+            b"voltage_v" => Key::Field(14),
+            b"current_a" => Key::Field(15),
+            b"occupancy" => Key::Field(17),
+            _ => Key::Other,
+        },
+        10 => match key {
+            b"gateway_id" => Key::GatewayId,
+            b"total_flow" => Key::Field(3),
+            b"phosphates" => Key::Field(11),
+            b"energy_kwh" => Key::Field(13),
+            _ => Key::Other,
+        },
+        11 => match key {
+            b"temperature" => Key::Field(2),
+            b"nitrate_mgl" => Key::Field(10),
+            _ => Key::Other,
+        },
+        12 => match key {
+            b"measurements" => Key::Measurements,
+            b"pressure_bar" => Key::Field(0),
+            b"conductivity" => Key::Field(7),
+            b"chlorine_mgl" => Key::Field(8),
+            b"heavy_metals" => Key::Field(12),
+            b"power_factor" => Key::Field(16),
+            b"humidity_pct" => Key::Field(19),
+            _ => Key::Other,
+        },
+        13 => match key {
+            b"facility_zone" => Key::Zone,
+            b"flow_rate_lps" => Key::Field(1),
+            b"temperature_c" => Key::Field(2),
+            b"total_flow_m3" => Key::Field(3),
+            b"turbidity_ntu" => Key::Field(5),
+            b"phosphate_mgl" => Key::Field(11),
+            b"battery_level" => Key::Field(20),
+            _ => Key::Other,
+        },
+        15 => match key {
+            b"device_metadata" => Key::DeviceMetadata,
+            b"signal_strength" => Key::Field(21),
+            _ => Key::Other,
+        },
+        16 => match key {
+            b"last_calibration" => Key::LastCalibration,
+            b"dissolved_oxygen" => Key::Field(6),
+            b"heavy_metals_ugl" => Key::Field(12),
+            _ => Key::Other,
+        },
+        17 => match key {
+            b"conductivity_uscm" => Key::Field(7),
+            _ => Key::Other,
+        },
+        19 => match key {
+            b"signal_strength_dbm" => Key::Field(21),
+            _ => Key::Other,
+        },
+        20 => match key {
+            b"dissolved_oxygen_mgl" => Key::Field(6),
+            _ => Key::Other,
+        },
+        21 => match key {
+            b"outdoor_temperature_c" => Key::Field(18),
+            _ => Key::Other,
+        },
         _ => Key::Other,
     }
 }
