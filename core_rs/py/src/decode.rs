@@ -4,6 +4,7 @@
 //! released; outputs are built on first access and cached, with site, zone, kind and reason
 //! strings shared between rows.
 
+use std::borrow::Cow;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use infrawatch_core::batch::ReadingBatch;
@@ -253,12 +254,11 @@ pub(crate) fn hold_payloads<'py>(payloads: &Bound<'py, PyAny>) -> PyResult<HeldP
     Ok(HeldPayloads(held))
 }
 
-/// One topic per payload, or `None`. A str with lone surrogates cannot come from MQTT; its
-/// replacement text fails later as `bad_topic`.
-pub(crate) fn hold_topics(
-    topics: Option<&Bound<'_, PyAny>>,
+/// The topic objects of one call (checked: a sequence of str, one per payload), or `None`.
+fn topic_objects<'py>(
+    topics: Option<&Bound<'py, PyAny>>,
     n_payloads: usize,
-) -> PyResult<Option<Vec<String>>> {
+) -> PyResult<Option<Vec<Bound<'py, PyString>>>> {
     let Some(t) = topics else { return Ok(None) };
     if t.is_instance_of::<PyString>() {
         return Err(PyTypeError::new_err(
@@ -273,7 +273,7 @@ pub(crate) fn hold_topics(
                 e.into_inner().get_type()
             ))
         })?;
-        held.push(s.to_string_lossy().into_owned());
+        held.push(s);
     }
     if held.len() != n_payloads {
         return Err(PyValueError::new_err(format!(
@@ -283,6 +283,28 @@ pub(crate) fn hold_topics(
         )));
     }
     Ok(Some(held))
+}
+
+/// One topic per payload, or `None`. A str with lone surrogates cannot come from MQTT; its
+/// replacement text fails later as `bad_topic`.
+pub(crate) fn hold_topics(
+    topics: Option<&Bound<'_, PyAny>>,
+    n_payloads: usize,
+) -> PyResult<Option<Vec<String>>> {
+    Ok(topic_objects(topics, n_payloads)?
+        .map(|v| v.iter().map(|s| s.to_string_lossy().into_owned()).collect()))
+}
+
+/// The text of each topic: borrowed from the str's cached UTF-8 (no copy for the usual ASCII
+/// topic), or a lossy copy for a str with lone surrogates (same text as [`hold_topics`]).
+fn topic_texts<'a>(topics: &'a [Bound<'_, PyString>]) -> Vec<Cow<'a, str>> {
+    topics
+        .iter()
+        .map(|s| {
+            s.to_str()
+                .map_or_else(|_| s.to_string_lossy(), Cow::Borrowed)
+        })
+        .collect()
 }
 
 /// Decode MQTT/HTTP payloads into a columnar `ReadingBatch` (see DESIGN.md §1–2 and
@@ -297,11 +319,12 @@ fn decode(
     received_ns: Option<i64>,
 ) -> PyResult<PyReadingBatch> {
     let held = hold_payloads(payloads)?;
-    let topics = hold_topics(topics, held.len())?;
+    let topics = topic_objects(topics, held.len())?;
     let slices = held.slices();
-    let topic_refs: Option<Vec<&str>> = topics
+    let texts = topics.as_deref().map(topic_texts);
+    let topic_refs: Option<Vec<&str>> = texts
         .as_ref()
-        .map(|v| v.iter().map(String::as_str).collect());
+        .map(|v| v.iter().map(AsRef::as_ref).collect());
     let received_ns = received_ns.unwrap_or_else(now_ns);
     let batch = py.detach(|| decode_core(&slices, topic_refs.as_deref(), received_ns));
     Ok(PyReadingBatch::new(batch))

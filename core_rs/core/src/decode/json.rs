@@ -160,6 +160,41 @@ fn string_specials(v: u64) -> u64 {
     (zero_quote | zero_backslash | control | v) & HI
 }
 
+/// Bit k of the result is set when byte k of `chunk` (16 bytes) may need attention inside a
+/// string: `"`, `\\`, a control character or a non-ASCII byte. Exact for every bit.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn specials16(chunk: &[u8; 16]) -> u32 {
+    use std::arch::x86_64::{
+        _mm_cmpeq_epi8, _mm_cmplt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128,
+        _mm_set1_epi8,
+    };
+    #[allow(clippy::cast_possible_wrap, clippy::cast_sign_loss)]
+    // SAFETY: SSE2 is part of the x86_64 baseline, and the unaligned load reads the 16 bytes of
+    // `chunk`.
+    unsafe {
+        let v = _mm_loadu_si128(chunk.as_ptr().cast());
+        let quote = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'"' as i8));
+        let backslash = _mm_cmpeq_epi8(v, _mm_set1_epi8(b'\\' as i8));
+        // Signed compare: below 0x20 is a control character, and every byte ≥ 0x80 is negative.
+        let other = _mm_cmplt_epi8(v, _mm_set1_epi8(0x20));
+        _mm_movemask_epi8(_mm_or_si128(_mm_or_si128(quote, backslash), other)) as u32
+    }
+}
+
+/// Portable fallback of the x86_64 version: two 8-byte words.
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn specials16(chunk: &[u8; 16]) -> u32 {
+    let mut out = 0u32;
+    for (k, &b) in chunk.iter().enumerate() {
+        if STR_CLASS[b as usize] != 0 {
+            out |= 1 << k;
+        }
+    }
+    out
+}
+
 /// A cursor over one payload.
 pub struct Scanner<'a> {
     buf: &'a [u8],
@@ -197,11 +232,11 @@ impl<'a> Scanner<'a> {
     #[inline(always)]
     fn skip_ws(&mut self) {
         while let Some(&b) = self.buf.get(self.pos) {
-            if b == b' ' || b == b'\n' || b == b'\r' || b == b'\t' {
-                self.pos += 1;
-            } else {
+            // Every token byte is above the space: one comparison for the common case.
+            if b > b' ' || !(b == b' ' || b == b'\n' || b == b'\r' || b == b'\t') {
                 break;
             }
+            self.pos += 1;
         }
     }
 
@@ -333,20 +368,27 @@ impl<'a> Scanner<'a> {
         let mut escaped = false;
         let mut ascii = true;
         loop {
-            // Eight bytes at a time up to the first byte that is not plain ASCII.
-            while let Some(chunk) = buf.get(i..i + 8) {
-                let mut word = [0u8; 8];
-                word.copy_from_slice(chunk);
-                let special = string_specials(u64::from_le_bytes(word));
-                if special != 0 {
-                    i += (special.trailing_zeros() / 8) as usize;
-                    break;
+            // Sixteen, then eight bytes at a time up to the first byte that is not plain ASCII.
+            i = 'find: {
+                while let Some(chunk) = buf.get(i..).and_then(<[u8]>::first_chunk::<16>) {
+                    let special = specials16(chunk);
+                    if special != 0 {
+                        break 'find i + special.trailing_zeros() as usize;
+                    }
+                    i += 16;
                 }
-                i += 8;
-            }
-            while i < buf.len() && STR_CLASS[buf[i] as usize] == 0 {
-                i += 1;
-            }
+                while let Some(chunk) = buf.get(i..).and_then(<[u8]>::first_chunk::<8>) {
+                    let special = string_specials(u64::from_le_bytes(*chunk));
+                    if special != 0 {
+                        break 'find i + (special.trailing_zeros() / 8) as usize;
+                    }
+                    i += 8;
+                }
+                while i < buf.len() && STR_CLASS[buf[i] as usize] == 0 {
+                    i += 1;
+                }
+                i
+            };
             let Some(&b) = buf.get(i) else {
                 self.pos = i;
                 return self.fail("unterminated string");
@@ -515,6 +557,56 @@ impl<'a> Scanner<'a> {
         })
     }
 
+    /// Scan a number (the next non-whitespace byte must be `-` or a digit) straight to the
+    /// nearest f64, like `self.number()?.to_f64()`.
+    ///
+    /// Fast path for the usual sensor value — at most 15 digits, an optional fraction, no
+    /// exponent: the digits make an integer below 2^53 and the fraction length a power of ten
+    /// up to 10^15, both exact doubles, so one IEEE division rounds correctly (Clinger) and the
+    /// result is the same bits as the full parser's. Anything else is re-scanned by [`Self::number`].
+    #[inline]
+    pub fn number_f64(&mut self) -> PResult<f64> {
+        self.skip_ws();
+        let buf = self.buf;
+        let start = self.pos;
+        let mut i = start;
+        let negative = buf.get(i) == Some(&b'-');
+        i += usize::from(negative);
+        let mut mantissa: u64 = 0;
+        let int_start = i;
+        while let Some(&d @ b'0'..=b'9') = buf.get(i) {
+            mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+            i += 1;
+        }
+        let int_digits = i - int_start;
+        // JSON: at least one digit, and no leading zero before another digit.
+        let int_ok = int_digits > 0 && (buf[int_start] != b'0' || int_digits == 1);
+        let mut frac_digits = 0;
+        let mut frac_ok = true;
+        if int_ok && buf.get(i) == Some(&b'.') {
+            i += 1;
+            let frac_start = i;
+            while let Some(&d @ b'0'..=b'9') = buf.get(i) {
+                mantissa = mantissa.wrapping_mul(10).wrapping_add(u64::from(d - b'0'));
+                i += 1;
+            }
+            frac_digits = i - frac_start;
+            frac_ok = frac_digits > 0;
+        }
+        if int_ok
+            && frac_ok
+            && int_digits + frac_digits <= 15
+            && !matches!(buf.get(i), Some(b'e' | b'E'))
+        {
+            self.pos = i;
+            #[allow(clippy::cast_precision_loss)] // exact: at most 15 digits, below 2^53
+            let v = mantissa as f64 / POW10[frac_digits];
+            return Ok(if negative { -v } else { v });
+        }
+        self.pos = start;
+        Ok(self.number()?.to_f64())
+    }
+
     /// Consume one of the literals `true`, `false`, `null`, `NaN`, `Infinity`, `-Infinity`.
     fn literal(&mut self) -> PResult<ValueType> {
         let rest = &self.buf[self.pos..];
@@ -539,6 +631,11 @@ impl<'a> Scanner<'a> {
 
     /// Validate and skip the next value of any type; return its type.
     pub fn skip_value(&mut self) -> PResult<ValueType> {
+        // Strings are what gets skipped most (location, last_calibration).
+        if self.peek() == Some(b'"') {
+            self.string()?;
+            return Ok(ValueType::String);
+        }
         let t = self.peek_type()?;
         match t {
             ValueType::Object => {
@@ -747,6 +844,66 @@ mod tests {
                 want.to_bits(),
                 "{s}"
             );
+        }
+    }
+
+    #[test]
+    fn number_f64_is_bit_identical_to_the_full_parser() {
+        // Random short decimals (both sides of the 15-digit fast-path limit, signs, leading
+        // zeros of the fraction, exponents) and malformed numbers: same bits, same errors.
+        let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..50_000 {
+            let r = next();
+            let int_len = (r % 18) as usize;
+            let frac_len = ((r >> 8) % 20) as usize;
+            let digits = format!("{:020}{:020}", next(), next());
+            let mut s = String::new();
+            if r & (1 << 20) != 0 {
+                s.push('-');
+            }
+            let int = digits[..int_len.max(1)].trim_start_matches('0');
+            s.push_str(if int.is_empty() { "0" } else { int });
+            if r & (1 << 21) != 0 {
+                s.push('.');
+                s.push_str(&digits[20..20 + frac_len]);
+            }
+            if r & (7 << 22) == 0 {
+                s.push_str(&format!("e{}", (r >> 30) % 40));
+            }
+            let mut fast = Scanner::new(s.as_bytes());
+            let mut full = Scanner::new(s.as_bytes());
+            match (fast.number_f64(), full.number()) {
+                (Ok(a), Ok(b)) => {
+                    assert_eq!(a.to_bits(), b.to_f64().to_bits(), "{s}");
+                    assert_eq!(a.to_bits(), s.parse::<f64>().unwrap().to_bits(), "{s}");
+                    assert_eq!(fast.pos(), full.pos(), "{s}");
+                }
+                (Err(a), Err(b)) => assert_eq!(a, b, "{s}"),
+                (a, b) => panic!("{s}: {a:?} vs {b:?}"),
+            }
+        }
+        for s in [
+            "-",
+            "01",
+            "1.",
+            "-.5",
+            "00",
+            "0.e1",
+            "1e",
+            "-0",
+            "0",
+            "9007199254740993",
+            "1.5E3",
+        ] {
+            let (mut a, mut b) = (Scanner::new(s.as_bytes()), Scanner::new(s.as_bytes()));
+            let (x, y) = (a.number_f64(), b.number().map(|n| n.to_f64()));
+            assert_eq!(x.map(f64::to_bits), y.map(f64::to_bits), "{s}");
         }
     }
 

@@ -49,10 +49,15 @@ const MAX_KNOWN_KEY: usize = 32;
 pub const MAX_NAME_LEN: usize = 64;
 
 /// Resolve a key (raw bytes, escapes already resolved) case-insensitively.
+///
+/// Payload keys are almost always spelled in lower case already: they are matched as they are,
+/// and only a miss on a key that holds an upper-case ASCII letter pays for a lower-cased copy.
 #[must_use]
+#[inline]
 pub fn resolve(key: &[u8]) -> Key {
-    if key.len() > MAX_KNOWN_KEY {
-        return Key::Other;
+    let k = resolve_lower(key);
+    if k != Key::Other || key.len() > MAX_KNOWN_KEY || !key.iter().any(u8::is_ascii_uppercase) {
+        return k;
     }
     let mut buf = [0u8; MAX_KNOWN_KEY];
     let lower = &mut buf[..key.len()];
@@ -64,42 +69,187 @@ pub fn resolve(key: &[u8]) -> Key {
 
 /// Resolve an already lower-cased key. The canonical indices follow `fields::CANONICAL_FIELDS`
 /// (a unit test checks every name and alias against `fields::canonical_index`).
+///
+/// Dispatch on the length, then compare a [`fingerprint`] — two or three integer loads that
+/// cover every byte — with the names' fingerprints computed at compile time: no `memcmp` calls.
 #[must_use]
+#[inline]
 pub fn resolve_lower(key: &[u8]) -> Key {
-    match key {
-        b"sensor_id" => Key::SensorId,
-        b"kind" => Key::Kind,
-        b"site" => Key::Site,
-        b"facility_zone" | b"zone" => Key::Zone,
-        b"timestamp" | b"ts" | b"time" => Key::Timestamp,
-        b"location" => Key::Location,
-        b"gateway_id" => Key::GatewayId,
-        b"last_calibration" => Key::LastCalibration,
-        b"device_metadata" => Key::DeviceMetadata,
-        b"measurements" => Key::Measurements,
-        b"pressure_bar" | b"pressure" => Key::Field(0),
-        b"flow_rate_lps" | b"flow" | b"flow_rate" => Key::Field(1),
-        b"temperature_c" | b"temp" | b"temperature" => Key::Field(2),
-        b"total_flow_m3" | b"total_flow" | b"volume" => Key::Field(3),
-        b"ph" => Key::Field(4),
-        b"turbidity_ntu" | b"turbidity" => Key::Field(5),
-        b"dissolved_oxygen_mgl" | b"dissolved_oxygen" | b"do" => Key::Field(6),
-        b"conductivity_uscm" | b"conductivity" => Key::Field(7),
-        b"chlorine_mgl" | b"chlorine" => Key::Field(8),
-        b"redox_mv" | b"redox" => Key::Field(9),
-        b"nitrate_mgl" | b"nitrates" => Key::Field(10),
-        b"phosphate_mgl" | b"phosphates" => Key::Field(11),
-        b"heavy_metals_ugl" | b"heavy_metals" => Key::Field(12),
-        b"energy_kwh" | b"kwh" => Key::Field(13),
-        b"voltage_v" | b"voltage" => Key::Field(14),
-        b"current_a" | b"current" => Key::Field(15),
-        b"power_factor" => Key::Field(16),
-        b"occupancy" => Key::Field(17),
-        b"outdoor_temperature_c" => Key::Field(18),
-        b"humidity_pct" => Key::Field(19),
-        b"battery_level" | b"battery" => Key::Field(20),
-        b"signal_strength_dbm" | b"signal_strength" | b"rssi" => Key::Field(21),
+    if key.len() > 24 {
+        return Key::Other;
+    }
+    let f = fingerprint_of(key);
+    match key.len() {
+        2 => match f {
+            f if f == const { fingerprint(b"ts") } => Key::Timestamp,
+            f if f == const { fingerprint(b"ph") } => Key::Field(4),
+            f if f == const { fingerprint(b"do") } => Key::Field(6),
+            _ => Key::Other,
+        },
+        3 => match f {
+            f if f == const { fingerprint(b"kwh") } => Key::Field(13),
+            _ => Key::Other,
+        },
+        4 => match f {
+            f if f == const { fingerprint(b"kind") } => Key::Kind,
+            f if f == const { fingerprint(b"site") } => Key::Site,
+            f if f == const { fingerprint(b"zone") } => Key::Zone,
+            f if f == const { fingerprint(b"time") } => Key::Timestamp,
+            f if f == const { fingerprint(b"flow") } => Key::Field(1),
+            f if f == const { fingerprint(b"temp") } => Key::Field(2),
+            f if f == const { fingerprint(b"rssi") } => Key::Field(21),
+            _ => Key::Other,
+        },
+        5 => match f {
+            f if f == const { fingerprint(b"redox") } => Key::Field(9),
+            _ => Key::Other,
+        },
+        6 => match f {
+            f if f == const { fingerprint(b"volume") } => Key::Field(3),
+            _ => Key::Other,
+        },
+        7 => match f {
+            f if f == const { fingerprint(b"voltage") } => Key::Field(14),
+            f if f == const { fingerprint(b"current") } => Key::Field(15),
+            f if f == const { fingerprint(b"battery") } => Key::Field(20),
+            _ => Key::Other,
+        },
+        8 => match f {
+            f if f == const { fingerprint(b"location") } => Key::Location,
+            f if f == const { fingerprint(b"pressure") } => Key::Field(0),
+            f if f == const { fingerprint(b"chlorine") } => Key::Field(8),
+            f if f == const { fingerprint(b"redox_mv") } => Key::Field(9),
+            f if f == const { fingerprint(b"nitrates") } => Key::Field(10),
+            _ => Key::Other,
+        },
+        9 => match f {
+            f if f == const { fingerprint(b"sensor_id") } => Key::SensorId,
+            f if f == const { fingerprint(b"timestamp") } => Key::Timestamp,
+            f if f == const { fingerprint(b"flow_rate") } => Key::Field(1),
+            f if f == const { fingerprint(b"turbidity") } => Key::Field(5),
+            f if f == const { fingerprint(b"voltage_v") } => Key::Field(14),
+            f if f == const { fingerprint(b"current_a") } => Key::Field(15),
+            f if f == const { fingerprint(b"occupancy") } => Key::Field(17),
+            _ => Key::Other,
+        },
+        10 => match f {
+            f if f == const { fingerprint(b"gateway_id") } => Key::GatewayId,
+            f if f == const { fingerprint(b"total_flow") } => Key::Field(3),
+            f if f == const { fingerprint(b"phosphates") } => Key::Field(11),
+            f if f == const { fingerprint(b"energy_kwh") } => Key::Field(13),
+            _ => Key::Other,
+        },
+        11 => match f {
+            f if f == const { fingerprint(b"temperature") } => Key::Field(2),
+            f if f == const { fingerprint(b"nitrate_mgl") } => Key::Field(10),
+            _ => Key::Other,
+        },
+        12 => match f {
+            f if f == const { fingerprint(b"measurements") } => Key::Measurements,
+            f if f == const { fingerprint(b"pressure_bar") } => Key::Field(0),
+            f if f == const { fingerprint(b"conductivity") } => Key::Field(7),
+            f if f == const { fingerprint(b"chlorine_mgl") } => Key::Field(8),
+            f if f == const { fingerprint(b"heavy_metals") } => Key::Field(12),
+            f if f == const { fingerprint(b"power_factor") } => Key::Field(16),
+            f if f == const { fingerprint(b"humidity_pct") } => Key::Field(19),
+            _ => Key::Other,
+        },
+        13 => match f {
+            f if f == const { fingerprint(b"facility_zone") } => Key::Zone,
+            f if f == const { fingerprint(b"flow_rate_lps") } => Key::Field(1),
+            f if f == const { fingerprint(b"temperature_c") } => Key::Field(2),
+            f if f == const { fingerprint(b"total_flow_m3") } => Key::Field(3),
+            f if f == const { fingerprint(b"turbidity_ntu") } => Key::Field(5),
+            f if f == const { fingerprint(b"phosphate_mgl") } => Key::Field(11),
+            f if f == const { fingerprint(b"battery_level") } => Key::Field(20),
+            _ => Key::Other,
+        },
+        15 => match f {
+            f if f == const { fingerprint(b"device_metadata") } => Key::DeviceMetadata,
+            f if f == const { fingerprint(b"signal_strength") } => Key::Field(21),
+            _ => Key::Other,
+        },
+        16 => match f {
+            f if f == const { fingerprint(b"last_calibration") } => Key::LastCalibration,
+            f if f == const { fingerprint(b"dissolved_oxygen") } => Key::Field(6),
+            f if f == const { fingerprint(b"heavy_metals_ugl") } => Key::Field(12),
+            _ => Key::Other,
+        },
+        17 => match f {
+            f if f == const { fingerprint(b"conductivity_uscm") } => Key::Field(7),
+            _ => Key::Other,
+        },
+        19 => match f {
+            f if f == const { fingerprint(b"signal_strength_dbm") } => Key::Field(21),
+            _ => Key::Other,
+        },
+        20 => match f {
+            f if f == const { fingerprint(b"dissolved_oxygen_mgl") } => Key::Field(6),
+            _ => Key::Other,
+        },
+        21 => match f {
+            f if f == const { fingerprint(b"outdoor_temperature_c") } => Key::Field(18),
+            _ => Key::Other,
+        },
         _ => Key::Other,
+    }
+}
+
+/// [`fingerprint`] at run time: the same words, each one plain load.
+#[inline(always)]
+fn fingerprint_of(b: &[u8]) -> [u64; 3] {
+    fn w8(b: &[u8], at: usize) -> u64 {
+        b.get(at..)
+            .and_then(<[u8]>::first_chunk::<8>)
+            .map_or(0, |c| u64::from_le_bytes(*c))
+    }
+    fn w4(b: &[u8], at: usize) -> u64 {
+        b.get(at..)
+            .and_then(<[u8]>::first_chunk::<4>)
+            .map_or(0, |c| u64::from(u32::from_le_bytes(*c)))
+    }
+    fn w2(b: &[u8], at: usize) -> u64 {
+        b.get(at..)
+            .and_then(<[u8]>::first_chunk::<2>)
+            .map_or(0, |c| u64::from(u16::from_le_bytes(*c)))
+    }
+    let n = b.len();
+    match n {
+        0 => [0, 0, 0],
+        1 => [u64::from(b[0]), 0, 0],
+        2..=3 => [w2(b, 0), w2(b, n - 2), 0],
+        4..=7 => [w4(b, 0), w4(b, n - 4), 0],
+        8..=16 => [w8(b, 0), w8(b, n - 8), 0],
+        _ => [w8(b, 0), w8(b, 8), w8(b, n - 8)],
+    }
+}
+
+/// `n` ≤ 8 bytes of `b` from `at`, little-endian (0 for bytes past the end, which the callers
+/// never ask for).
+const fn load(b: &[u8], at: usize, n: usize) -> u64 {
+    let mut v = 0u64;
+    let mut k = 0;
+    while k < n {
+        if at + k < b.len() {
+            v |= (b[at + k] as u64) << (8 * k);
+        }
+        k += 1;
+    }
+    v
+}
+
+/// Integer words covering every byte of a key of at most 24 bytes (overlapping loads): two keys
+/// of the same length are equal exactly when their fingerprints are. For the compile-time
+/// constants; [`fingerprint_of`] computes the same at run time.
+const fn fingerprint(b: &[u8]) -> [u64; 3] {
+    let n = b.len();
+    match n {
+        0 => [0, 0, 0],
+        1 => [b[0] as u64, 0, 0],
+        2..=3 => [load(b, 0, 2), load(b, n - 2, 2), 0],
+        4..=7 => [load(b, 0, 4), load(b, n - 4, 4), 0],
+        8..=16 => [load(b, 0, 8), load(b, n - 8, 8), 0],
+        _ => [load(b, 0, 8), load(b, 8, 8), load(b, n - 8, 8)],
     }
 }
 
@@ -201,6 +351,23 @@ mod tests {
         }
         assert_eq!(resolve(b"Facility_Zone"), Key::Zone);
         assert_eq!(resolve(b"TIME"), Key::Timestamp);
+    }
+
+    #[test]
+    fn fingerprints_agree_and_identify_keys() {
+        let text = b"abcdefghijklmnopqrstuvwxyz0123456789";
+        for n in 0..=24 {
+            for at in 0..4 {
+                let k = &text[at..at + n];
+                assert_eq!(fingerprint(k), fingerprint_of(k), "{n}");
+                // Changing any one byte changes the fingerprint.
+                for j in 0..n {
+                    let mut m = k.to_vec();
+                    m[j] = b'_';
+                    assert_ne!(fingerprint_of(&m), fingerprint_of(k), "{n} {j}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -199,6 +199,7 @@ struct Decoder<'b> {
     last_site: Option<u32>,
     last_zone_raw: String,
     last_zone: Option<u32>,
+    dates: timestamp::DateCache,
 }
 
 impl<'b> Decoder<'b> {
@@ -212,6 +213,7 @@ impl<'b> Decoder<'b> {
             last_site: None,
             last_zone_raw: String::new(),
             last_zone: None,
+            dates: timestamp::DateCache::default(),
         }
     }
 
@@ -587,7 +589,7 @@ impl<'b> Decoder<'b> {
                 } else {
                     s.raw
                 };
-                timestamp::parse_rfc3339(text)
+                timestamp::parse_rfc3339_cached(text, &mut self.dates)
                     .map_err(|why| format!("timestamp {}: {why}", show(text)))
             }
             ValueType::Number => {
@@ -640,7 +642,7 @@ impl<'b> Decoder<'b> {
     fn value(sc: &mut Scanner<'_>) -> PResult<Result<Option<f64>, &'static str>> {
         match sc.peek_type()? {
             ValueType::Number => {
-                let v = sc.number()?.to_f64();
+                let v = sc.number_f64()?;
                 Ok(if v.is_finite() {
                     Ok(Some(v))
                 } else {
