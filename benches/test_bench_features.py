@@ -52,7 +52,7 @@ class PyStore:
 
     def __init__(self, window: int, k: int) -> None:
         self.window, self.k, self.alpha = window, k, 2.0 / (window + 1)
-        self.sensors: dict[str, tuple[deque[int], list[deque[float]], list[float]]] = {}
+        self.sensors: dict[str, tuple[deque[int], list[deque[float]], list[float], dict[int, float]]] = {}
         self.stale = 0
 
     def update(self, ids: list[str], ts: list[int], rows: list[list[float]]) -> list[list[float]]:
@@ -61,16 +61,26 @@ class PyStore:
     def update_one(self, sid: str, ts: int, vals: list[float]) -> list[float]:
         st = self.sensors.get(sid)
         if st is None:
-            st = (deque(maxlen=self.window), [deque(maxlen=self.window) for _ in vals], [math.nan] * self.k)
+            st = (
+                deque(maxlen=self.window),
+                [deque(maxlen=self.window) for _ in vals],
+                [math.nan] * self.k,
+                {},
+            )
             self.sensors[sid] = st
-        times, rings, ewma = st
+        times, rings, ewma, profile = st
         if times and ts <= times[-1]:
             self.stale += 1
-            return [math.nan] * (9 * self.k + 7)
+            return [math.nan] * (10 * self.k + 7)
         prev_ts = times[-1] if times else None
         times.append(ts)
         row: list[float] = []
+        hour = ts // 3_600_000_000_000 % 24
         for j, v in enumerate(vals):
+            usual = profile.get(j * 24 + hour, math.nan)
+            hod = v - usual
+            if not math.isnan(v):
+                profile[j * 24 + hour] = v if math.isnan(usual) else 0.25 * v + 0.75 * usual
             ring = rings[j]
             prev = ring[-1] if ring else math.nan
             ring.append(v)
@@ -80,7 +90,7 @@ class PyStore:
             n = len(pts)
             if n == 0:
                 row += [v, math.nan, math.nan, math.nan, math.nan, v - prev, math.nan, ewma[j]]
-                row.append(math.nan if math.isnan(v) else 0.0)
+                row += [math.nan if math.isnan(v) else 0.0, hod]
                 continue
             xs = [x for _, x in pts]
             mean = sum(xs) / n
@@ -89,7 +99,7 @@ class PyStore:
             sxx = sum((t - mt) ** 2 for t, _ in pts)
             slope = sum((t - mt) * (x - mean) for t, x in pts) / sxx if n >= 2 and sxx > 0 else math.nan
             z = math.nan if math.isnan(v) else 0.0 if std == 0 else (v - mean) / std
-            row += [v, mean, std, min(xs), max(xs), v - prev, slope, ewma[j], z]
+            row += [v, mean, std, min(xs), max(xs), v - prev, slope, ewma[j], z, hod]
         row += [float(len(times)), math.nan if prev_ts is None else (ts - prev_ts) / 1e9]
         row += _calendar(ts)
         row.append(_ratio(vals))
@@ -109,7 +119,7 @@ class NpStore:
         self.stale = 0
 
     def update(self, ids: list[str], ts: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        out = np.full((len(ids), 9 * self.k + 7), np.nan)
+        out = np.full((len(ids), 10 * self.k + 7), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             for i, sid in enumerate(ids):
                 self._one(sid, int(ts[i]), vals[i], out[i])
@@ -119,9 +129,16 @@ class NpStore:
         w, k = self.window, self.k
         st = self.sensors.get(sid)
         if st is None:
-            st = [np.zeros(w, np.int64), np.full((w, k), np.nan), np.full(k, np.nan), 0, 0]
+            st = [
+                np.zeros(w, np.int64),
+                np.full((w, k), np.nan),
+                np.full(k, np.nan),
+                0,
+                0,
+                np.full((24, k), np.nan),
+            ]
             self.sensors[sid] = st
-        tr, vr, ew, head, n = st
+        tr, vr, ew, head, n, prof = st
         if n and ts <= tr[(head - 1) % w]:
             self.stale += 1
             return
@@ -129,6 +146,11 @@ class NpStore:
         prev = vr[(head - 1) % w].copy() if n else np.full(k, np.nan)
         tr[head], vr[head] = ts, v
         seen = ~np.isnan(v)
+        hour = ts // 3_600_000_000_000 % 24
+        hod = v - prof[hour]
+        prof[hour] = np.where(
+            seen, np.where(np.isnan(prof[hour]), v, 0.25 * v + 0.75 * prof[hour]), prof[hour]
+        )
         ew[seen] = np.where(np.isnan(ew[seen]), v[seen], self.alpha * v[seen] + (1 - self.alpha) * ew[seen])
         st[3], st[4] = (head + 1) % w, min(n + 1, w)
         n = st[4]
@@ -148,12 +170,13 @@ class NpStore:
         hi = np.where(c > 0, np.where(m, x, -np.inf).max(0), np.nan)
         z = np.where(np.isnan(v), np.nan, np.where(std == 0, 0.0, (v - mean) / std))
         z = np.where((c == 0) & ~np.isnan(v), 0.0, z)
-        stats = np.stack([v, mean, std, lo, hi, v - prev, slope, ew, z], axis=1)
-        out[: 9 * k] = stats.ravel()
-        out[9 * k] = n
-        out[9 * k + 1] = np.nan if prev_ts is None else (ts - prev_ts) / 1e9
-        out[9 * k + 2 : 9 * k + 6] = _calendar(ts)
-        out[9 * k + 6] = _ratio([float(v[0]), float(v[1])])
+        stats = np.stack([v, mean, std, lo, hi, v - prev, slope, ew, z, hod], axis=1)
+        b = 10 * k
+        out[:b] = stats.ravel()
+        out[b] = n
+        out[b + 1] = np.nan if prev_ts is None else (ts - prev_ts) / 1e9
+        out[b + 2 : b + 6] = _calendar(ts)
+        out[b + 6] = _ratio([float(v[0]), float(v[1])])
 
 
 # --------------------------------------------------------------------------- workload

@@ -64,11 +64,11 @@ def workload() -> dict[str, Any]:
     return {"batches": batches, "leak": leak, "burst": burst, "names": fs.feature_names}
 
 
-def _stats(vals: deque[float], times: deque[float], ewma: float) -> list[float]:
+def _stats(vals: deque[float], times: deque[float], ewma: float, hod: float) -> list[float]:
     pts = [(t, v) for t, v in zip(times, vals, strict=True) if not math.isnan(v)]
     last = vals[-1]
     if not pts:
-        return [last] + [math.nan] * 5 + [math.nan, ewma, math.nan]
+        return [last] + [math.nan] * 5 + [math.nan, ewma, math.nan, hod]
     xs = [v for _, v in pts]
     n = len(xs)
     mean = sum(xs) / n
@@ -83,7 +83,7 @@ def _stats(vals: deque[float], times: deque[float], ewma: float) -> list[float]:
         if den > 0:
             slope = sum((t - tm) * (v - mean) for t, v in zip(ts, xs, strict=True)) / den
     z = (last - mean) / std if std > 0 else (0.0 if not math.isnan(last) else math.nan)
-    return [last, mean, std, min(xs), max(xs), last - prev, slope, ewma, z]
+    return [last, mean, std, min(xs), max(xs), last - prev, slope, ewma, z, hod]
 
 
 class PythonTwin:
@@ -101,6 +101,7 @@ class PythonTwin:
                 "t": deque(maxlen=WINDOW),
                 "v": {f: deque(maxlen=WINDOW) for f in FIELDS},
                 "e": {},
+                "p": {},
                 "last": None,
             }
             self.state[sid] = st
@@ -108,14 +109,16 @@ class PythonTwin:
         st["last"] = ts
         st["t"].append(ts / 1e9)
         row: list[float] = []
+        hour = (ts // 3_600_000_000_000) % 24
         for f in FIELDS:
             v = m.get(f, math.nan)
             st["v"][f].append(v)
+            usual = st["p"].get((f, hour), math.nan)
             if not math.isnan(v):
                 e = st["e"].get(f)
                 st["e"][f] = v if e is None else self.alpha * v + (1 - self.alpha) * e
-            row += _stats(st["v"][f], st["t"], st["e"].get(f, math.nan))
-        hour = (ts // 3_600_000_000_000) % 24
+                st["p"][(f, hour)] = v if math.isnan(usual) else 0.25 * v + 0.75 * usual
+            row += _stats(st["v"][f], st["t"], st["e"].get(f, math.nan), v - usual)
         dow = ((ts // 86_400_000_000_000) + 3) % 7
         p, q = m.get("pressure_bar", math.nan), m.get("flow_rate_lps", math.nan)
         row += [
