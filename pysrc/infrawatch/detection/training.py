@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import sklearn
+from scipy.special import expit
 from sklearn.ensemble import (
     ExtraTreesClassifier,
     HistGradientBoostingClassifier,
@@ -165,6 +166,37 @@ def _best_band(score: np.ndarray, data: sim.SimData) -> tuple[float, metrics.Eve
     return best[1], best[2]
 
 
+_SHIFTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+
+
+def _shift_boosting(
+    leak: Any, burst: Any, vx: np.ndarray, vd: sim.SimData, critical: np.ndarray
+) -> metrics.EventScores:
+    """Move two boosted classifiers' decision points to where the fixed zone table pages best.
+
+    The zone table's probability thresholds are a contract (DESIGN.md §3), so the models adapt to
+    it: lowering a gradient-boosting model's baseline log-odds by δ maps every probability p to
+    expit(logit(p) − δ) — exactly, in scikit-learn and in the exported ensemble alike. δ for leak
+    and for burst is chosen on validation data by the objective; the models are shifted in place.
+    """
+    raw_l = leak.decision_function(vx)
+    raw_b = burst.decision_function(vx)
+    best: tuple[float, float, float, metrics.EventScores | None] = (-2.0, 0.0, 0.0, None)
+    for dl in _SHIFTS:
+        pl = expit(raw_l - dl)
+        for db in _SHIFTS:
+            s = _event_f1(vd, _water_flow_alert(pl, expit(raw_b - db), critical))
+            obj = _objective(s)
+            if obj > best[0]:
+                best = (obj, dl, db, s)
+    _, dl, db, found = best
+    assert found is not None
+    leak._baseline_prediction = leak._baseline_prediction - dl
+    burst._baseline_prediction = burst._baseline_prediction - db
+    leak.infrawatch_shift, burst.infrawatch_shift = dl, db
+    return found
+
+
 def bands_from_high(high: float) -> dict[str, float]:
     """MEDIUM below the alert threshold, CRITICAL half-way from it to certainty."""
     return {"medium": round(high * 0.7, 4), "high": high, "critical": round(high + (1 - high) * 0.5, 4)}
@@ -278,9 +310,13 @@ class Trainer:
             burst = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(
                 x, y == 2, sample_weight=w
             )
-            pl = leak.predict_proba(vx)[:, 1]
-            pb = burst.predict_proba(vx)[:, 1]
-            s = _event_f1(vd, _water_flow_alert(pl, pb, critical))
+            if c.family == "hgb":
+                s = _shift_boosting(leak, burst, vx, vd, critical)
+                c.params = {**c.params, "shift": [leak.infrawatch_shift, burst.infrawatch_shift]}
+            else:
+                pl = leak.predict_proba(vx)[:, 1]
+                pb = burst.predict_proba(vx)[:, 1]
+                s = _event_f1(vd, _water_flow_alert(pl, pb, critical))
             c.score, c.detail = _objective(s), asdict(s)
             results.append(
                 {"family": c.family, "params": c.params, "objective": c.score, "validation": c.detail}
