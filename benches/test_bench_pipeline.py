@@ -110,14 +110,15 @@ class PythonTwin:
         st["t"].append(ts / 1e9)
         row: list[float] = []
         hour = (ts // 3_600_000_000_000) % 24
+        quarter = (ts // 900_000_000_000) % 96
         for f in FIELDS:
             v = m.get(f, math.nan)
             st["v"][f].append(v)
-            usual = st["p"].get((f, hour), math.nan)
+            usual = st["p"].get((f, quarter), math.nan)
             if not math.isnan(v):
                 e = st["e"].get(f)
                 st["e"][f] = v if e is None else self.alpha * v + (1 - self.alpha) * e
-                st["p"][(f, hour)] = v if math.isnan(usual) else 0.25 * v + 0.75 * usual
+                st["p"][(f, quarter)] = v if math.isnan(usual) else 0.25 * v + 0.75 * usual
             row += _stats(st["v"][f], st["t"], st["e"].get(f, math.nan), v - usual)
         dow = ((ts // 86_400_000_000_000) + 3) % 7
         p, q = m.get("pressure_bar", math.nan), m.get("flow_rate_lps", math.nan)

@@ -32,7 +32,7 @@ class _Sensor:
     ts: list[int] = field(default_factory=list)
     vals: list[np.ndarray] = field(default_factory=list)
     ewma: np.ndarray | None = None
-    profile: dict[tuple[int, int], float] = field(default_factory=dict)  # (field, UTC hour) → EWMA
+    profile: dict[tuple[int, int], float] = field(default_factory=dict)  # (field, UTC ¼ h) → EWMA
 
 
 def _window_stats(v: np.ndarray, t: np.ndarray, last: float) -> tuple[float, ...]:
@@ -93,11 +93,12 @@ class Reference:
             ok = ~np.isnan(v_all[:, j])
             delta = last - prev_vals[j] if prev_vals is not None else np.nan
             mean, std, lo, hi, slope, z = _window_stats(v_all[ok, j], t_all[ok], last)
-            # deviation from the sensor's usual level at this hour, before learning this reading
-            usual = s.profile.get((j, when.hour))
+            # deviation from the sensor's usual level at this time of day, before learning this reading
+            quarter = when.hour * 4 + when.minute // 15
+            usual = s.profile.get((j, quarter))
             hod = np.nan if usual is None or np.isnan(last) else last - usual
             if not np.isnan(last):
-                s.profile[(j, when.hour)] = (
+                s.profile[(j, quarter)] = (
                     last if usual is None else HOD_ALPHA * last + (1 - HOD_ALPHA) * usual
                 )
             row += [last, mean, std, lo, hi, delta, slope, s.ewma[j], z, hod]

@@ -75,7 +75,10 @@ pub fn describe(name: &str, names: &[String], row: &[f64]) -> String {
     if let Some(field) = name.strip_suffix("_hod_dev") {
         let u = unit(field);
         let dir = if v >= 0.0 { "above" } else { "below" };
-        return format!("{field} {}{u} {dir} its usual level at this hour", num(v.abs()));
+        return format!(
+            "{field} {}{u} {dir} its usual level at this time of day",
+            num(v.abs())
+        );
     }
     if let Some((field, stat)) = name.rsplit_once('_').filter(|(_, s)| STATS.contains(s)) {
         let u = unit(field);
@@ -223,7 +226,7 @@ mod tests {
         let n = names(&["flow_rate_lps_hod_dev"]);
         assert_eq!(
             describe("flow_rate_lps_hod_dev", &n, &[12.5]),
-            "flow_rate_lps 12.50 L/s above its usual level at this hour"
+            "flow_rate_lps 12.50 L/s above its usual level at this time of day"
         );
     }
 

@@ -7,11 +7,11 @@
 //!
 //! State of one sensor is a single allocation laid out as
 //! `[timestamps (window, i64 bits) | field 0 values (window) | … | field k-1 values | ewma (k) |
-//! hour-of-day profile (24 per field)]`. Slots `0..len` are in use; `head` is the next slot to write.
+//! time-of-day profile (96 per field)]`. Slots `0..len` are in use; `head` is the next slot to write.
 //!
 //! `{field}_hod_dev` compares a reading with the sensor's own daily cycle: the sensor keeps, per
-//! field, 24 hour-of-day slots (UTC hour of the reading), each an EWMA (alpha 0.25) of the values
-//! seen at that hour. The feature is the value minus its slot *before* the slot takes the value
+//! field, 96 time-of-day slots (the reading's UTC quarter-hour: fine enough that a slot does not
+//! average the steep morning rise of demand), each an EWMA (alpha 0.25) of the values seen then. The feature is the value minus its slot *before* the slot takes the value
 //! in (NaN while the slot is empty, and for a missing value, which leaves the slot unchanged).
 //! Window statistics cannot see a daily cycle: this is what tells a leak (flow above its usual
 //! level for the time of day, as in minimum-night-flow analysis) from the morning rise in demand.
@@ -26,7 +26,9 @@ pub const FIELD_STATS: [&str; 10] = [
 ];
 /// Smoothing of the hour-of-day profile: about the last four days at each hour count.
 pub const HOD_ALPHA: f64 = 0.25;
-const HOURS: usize = 24;
+/// Time-of-day slots of the profile: quarter-hours.
+const SLOTS: usize = 96;
+const NS_PER_SLOT: i64 = 15 * 60 * 1_000_000_000;
 /// The per-reading features that follow the per-field ones, in feature order.
 pub const READING_FEATURES: [&str; 7] = [
     "count",
@@ -168,7 +170,7 @@ impl FeatureStore {
     }
 
     fn slots_len(&self) -> usize {
-        self.window * (self.fields.len() + 1) + self.fields.len() * (1 + HOURS)
+        self.window * (self.fields.len() + 1) + self.fields.len() * (1 + SLOTS)
     }
 
     /// Fold `rows` of `batch` in order, appending `rows.len() × n_features` values (row-major)
@@ -313,14 +315,15 @@ impl FeatureStore {
         let t = &self.t[..len];
         let day = ts_ns.div_euclid(NS_PER_DAY);
         let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
+        let quarter = (ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_SLOT) as usize;
         for j in 0..k {
             let ring = &vals[j * w..j * w + len];
             let last = ring[head];
             let delta = prev.map_or(f64::NAN, |p| last - vals[j * w + p]);
             let o = &mut out[j * FIELD_STATS.len()..(j + 1) * FIELD_STATS.len()];
             field_stats(ring, t, last, delta, ewma[j], o);
-            // deviation from this sensor's usual level at this hour, then learn this hour
-            let slot = &mut profile[j * HOURS + hour as usize];
+            // deviation from this sensor's usual level at this time of day, then learn it
+            let slot = &mut profile[j * SLOTS + quarter];
             o[9] = last - *slot; // NaN while the slot is empty or the value is missing
             if !last.is_nan() {
                 *slot = if slot.is_nan() {

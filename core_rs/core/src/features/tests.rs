@@ -112,7 +112,11 @@ fn hand_worked_stream() {
 /// the normal-equation formula (a different computation from the store's centred one).
 /// One sensor of the naive reference: its window of (timestamp, values), its EWMAs and its
 /// hour-of-day profile (a map keyed by (field, hour)).
-type NaiveSensor = (VecDeque<(i64, Vec<f64>)>, Vec<f64>, StdMap<(usize, i64), f64>);
+type NaiveSensor = (
+    VecDeque<(i64, Vec<f64>)>,
+    Vec<f64>,
+    StdMap<(usize, i64), f64>,
+);
 
 #[derive(Default)]
 struct Naive {
@@ -197,7 +201,7 @@ impl Naive {
             } else {
                 dev / std
             };
-            let hour_of_day = ts.div_euclid(1_000_000_000).rem_euclid(86_400) / 3600;
+            let hour_of_day = ts.div_euclid(1_000_000_000).rem_euclid(86_400) / 900; // quarter-hour
             let hod = match prof.get(&(j, hour_of_day)) {
                 Some(p) if !v[j].is_nan() => v[j] - p,
                 _ => f64::NAN,
@@ -350,8 +354,8 @@ fn hour_of_day_profile_by_hand() {
     let hod = |out: &[f64]| out[9];
     fs.update_one("a", 2 * H, &[10.0], &mut out);
     assert!(hod(&out).is_nan()); // nothing seen at 02:00 yet
-    fs.update_one("a", 3 * H, &[50.0], &mut out);
-    assert!(hod(&out).is_nan()); // another hour
+    fs.update_one("a", 2 * H + H / 4, &[50.0], &mut out);
+    assert!(hod(&out).is_nan()); // another quarter-hour
     fs.update_one("a", 26 * H, &[14.0], &mut out); // 02:00 the next day
     assert_eq!(hod(&out), 4.0);
     fs.update_one("a", 50 * H, &[f64::NAN], &mut out); // missing: NaN, slot unchanged
