@@ -166,7 +166,7 @@ def _best_band(score: np.ndarray, data: sim.SimData) -> tuple[float, metrics.Eve
     return best[1], best[2]
 
 
-_SHIFTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0)
+_SHIFTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0)
 
 
 def _shift_boosting(
