@@ -210,7 +210,7 @@ def ts_from_number(text: str) -> int:
         v = Decimal(text)
         if v == 0:
             return 0
-        if v < 0:
+        if v < 0 or v >= Decimal("1e30"):  # far beyond any i64 nanosecond count
             raise RejectError("bad_timestamp")
         if v < Decimal("1e11"):
             scale = 10**9  # seconds
