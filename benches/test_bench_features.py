@@ -75,12 +75,13 @@ class PyStore:
         prev_ts = times[-1] if times else None
         times.append(ts)
         row: list[float] = []
-        hour = ts // 900_000_000_000 % 96  # quarter-hour of the day
+        weekend = (ts // 86_400_000_000_000 + 3) % 7 >= 5
+        hour = ts // 900_000_000_000 % 96 + (96 if weekend else 0)  # quarter-hour, weekday/weekend
         for j, v in enumerate(vals):
-            usual = profile.get(j * 96 + hour, math.nan)
+            usual = profile.get(j * 192 + hour, math.nan)
             hod = v - usual
             if not math.isnan(v):
-                profile[j * 96 + hour] = v if math.isnan(usual) else 0.25 * v + 0.75 * usual
+                profile[j * 192 + hour] = v if math.isnan(usual) else 0.25 * v + 0.75 * usual
             ring = rings[j]
             prev = ring[-1] if ring else math.nan
             ring.append(v)
@@ -146,7 +147,8 @@ class NpStore:
         prev = vr[(head - 1) % w].copy() if n else np.full(k, np.nan)
         tr[head], vr[head] = ts, v
         seen = ~np.isnan(v)
-        hour = ts // 900_000_000_000 % 96  # quarter-hour of the day
+        weekend = (ts // 86_400_000_000_000 + 3) % 7 >= 5
+        hour = ts // 900_000_000_000 % 96 + (96 if weekend else 0)  # quarter-hour, weekday/weekend
         hod = v - prof[hour]
         prof[hour] = np.where(
             seen, np.where(np.isnan(prof[hour]), v, 0.25 * v + 0.75 * prof[hour]), prof[hour]

@@ -110,7 +110,8 @@ class PythonTwin:
         st["t"].append(ts / 1e9)
         row: list[float] = []
         hour = (ts // 3_600_000_000_000) % 24
-        quarter = (ts // 900_000_000_000) % 96
+        dow = ((ts // 86_400_000_000_000) + 3) % 7
+        quarter = (ts // 900_000_000_000) % 96 + (96 if dow >= 5 else 0)
         for f in FIELDS:
             v = m.get(f, math.nan)
             st["v"][f].append(v)

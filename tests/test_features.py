@@ -32,7 +32,9 @@ class _Sensor:
     ts: list[int] = field(default_factory=list)
     vals: list[np.ndarray] = field(default_factory=list)
     ewma: np.ndarray | None = None
-    profile: dict[tuple[int, int], float] = field(default_factory=dict)  # (field, UTC ¼ h) → EWMA
+    profile: dict[tuple[int, int], float] = field(
+        default_factory=dict
+    )  # (field, weekend·96 + UTC ¼ h) → EWMA
 
 
 def _window_stats(v: np.ndarray, t: np.ndarray, last: float) -> tuple[float, ...]:
@@ -94,7 +96,7 @@ class Reference:
             delta = last - prev_vals[j] if prev_vals is not None else np.nan
             mean, std, lo, hi, slope, z = _window_stats(v_all[ok, j], t_all[ok], last)
             # deviation from the sensor's usual level at this time of day, before learning this reading
-            quarter = when.hour * 4 + when.minute // 15
+            quarter = when.hour * 4 + when.minute // 15 + (96 if when.weekday() >= 5 else 0)
             usual = s.profile.get((j, quarter))
             hod = np.nan if usual is None or np.isnan(last) else last - usual
             if not np.isnan(last):

@@ -7,11 +7,13 @@
 //!
 //! State of one sensor is a single allocation laid out as
 //! `[timestamps (window, i64 bits) | field 0 values (window) | … | field k-1 values | ewma (k) |
-//! time-of-day profile (96 per field)]`. Slots `0..len` are in use; `head` is the next slot to write.
+//! time-of-day profile (2 × 96 per field)]`. Slots `0..len` are in use; `head` is the next slot to write.
 //!
 //! `{field}_hod_dev` compares a reading with the sensor's own daily cycle: the sensor keeps, per
 //! field, 96 time-of-day slots (the reading's UTC quarter-hour: fine enough that a slot does not
-//! average the steep morning rise of demand), each an EWMA (alpha 0.25) of the values seen then. The feature is the value minus its slot *before* the slot takes the value
+//! average the steep morning rise of demand) for weekdays and another 96 for weekends (people get
+//! up later on Saturdays; one shared profile would page every Monday morning), each an EWMA
+//! (alpha 0.25) of the values seen then. The feature is the value minus its slot *before* the slot takes the value
 //! in (NaN while the slot is empty, and for a missing value, which leaves the slot unchanged).
 //! Window statistics cannot see a daily cycle: this is what tells a leak (flow above its usual
 //! level for the time of day, as in minimum-night-flow analysis) from the morning rise in demand.
@@ -26,8 +28,8 @@ pub const FIELD_STATS: [&str; 10] = [
 ];
 /// Smoothing of the hour-of-day profile: about the last four days at each hour count.
 pub const HOD_ALPHA: f64 = 0.25;
-/// Time-of-day slots of the profile: quarter-hours.
-const SLOTS: usize = 96;
+/// Time-of-day slots of the profile: quarter-hours, for weekdays then for weekends.
+const SLOTS: usize = 2 * 96;
 const NS_PER_SLOT: i64 = 15 * 60 * 1_000_000_000;
 /// The per-reading features that follow the per-field ones, in feature order.
 pub const READING_FEATURES: [&str; 7] = [
@@ -43,7 +45,7 @@ pub const READING_FEATURES: [&str; 7] = [
 pub const MAX_WINDOW: usize = 100_000;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"IWFSTORE";
-const SNAPSHOT_VERSION: u32 = 2; // 2: hour-of-day profiles
+const SNAPSHOT_VERSION: u32 = 3; // 2: time-of-day profiles, 3: weekday/weekend profiles
 const NS_PER_S: f64 = 1e9;
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
 const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
@@ -315,7 +317,9 @@ impl FeatureStore {
         let t = &self.t[..len];
         let day = ts_ns.div_euclid(NS_PER_DAY);
         let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
-        let quarter = (ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_SLOT) as usize;
+        let dow = (day + 3).rem_euclid(7); // 1970-01-01 was a Thursday
+        let quarter = (ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_SLOT) as usize
+            + if dow >= 5 { SLOTS / 2 } else { 0 };
         for j in 0..k {
             let ring = &vals[j * w..j * w + len];
             let last = ring[head];
@@ -336,7 +340,6 @@ impl FeatureStore {
         let o = &mut out[k * FIELD_STATS.len()..];
         o[0] = len as f64;
         o[1] = prev.map_or(f64::NAN, |p| -rel_seconds(ts_of(ts_ring[p]), ts_ns));
-        let dow = (day + 3).rem_euclid(7); // 1970-01-01 was a Thursday
         o[2] = hour as f64;
         o[3] = dow as f64;
         o[4] = f64::from(u8::from(dow >= 5));

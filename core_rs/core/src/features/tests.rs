@@ -201,7 +201,9 @@ impl Naive {
             } else {
                 dev / std
             };
-            let hour_of_day = ts.div_euclid(1_000_000_000).rem_euclid(86_400) / 900; // quarter-hour
+            let secs = ts.div_euclid(1_000_000_000);
+            let weekend = (secs.div_euclid(86_400) + 3).rem_euclid(7) >= 5;
+            let hour_of_day = secs.rem_euclid(86_400) / 900 + if weekend { 96 } else { 0 };
             let hod = match prof.get(&(j, hour_of_day)) {
                 Some(p) if !v[j].is_nan() => v[j] - p,
                 _ => f64::NAN,
@@ -356,11 +358,13 @@ fn hour_of_day_profile_by_hand() {
     assert!(hod(&out).is_nan()); // nothing seen at 02:00 yet
     fs.update_one("a", 2 * H + H / 4, &[50.0], &mut out);
     assert!(hod(&out).is_nan()); // another quarter-hour
-    fs.update_one("a", 26 * H, &[14.0], &mut out); // 02:00 the next day
+    fs.update_one("a", 26 * H, &[14.0], &mut out); // 02:00 the next day (1970-01-02, a Friday)
     assert_eq!(hod(&out), 4.0);
-    fs.update_one("a", 50 * H, &[f64::NAN], &mut out); // missing: NaN, slot unchanged
+    fs.update_one("a", 50 * H, &[99.0], &mut out); // Saturday 02:00: the weekend profile
     assert!(hod(&out).is_nan());
-    fs.update_one("a", 74 * H, &[11.0], &mut out);
+    fs.update_one("a", 170 * H, &[f64::NAN], &mut out); // missing: NaN, slot unchanged
+    assert!(hod(&out).is_nan());
+    fs.update_one("a", 194 * H, &[11.0], &mut out); // Friday 02:00 a week later
     assert_eq!(hod(&out), 11.0 - (0.25 * 14.0 + 0.75 * 10.0));
 }
 
