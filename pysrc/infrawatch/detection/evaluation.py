@@ -1,8 +1,9 @@
 """Scoring detection end to end: payloads through the real `core.Pipeline`, alerts vs labelled events.
 
 An *alert* is a reading whose verdict is HIGH or CRITICAL (risk ≥ 2) — exactly what the Grafana
-rule pages on. Simulated fleets are scored from their MQTT payloads, so decoding, features, the
-ensembles and the zone rules are all exercised; real data sets come in through adapters
+rule pages on. The first 10% of each data set's time span (at least a day) is probationary, as in
+NAB: history to learn from, not scored. Simulated fleets are scored from their MQTT payloads, so
+decoding, features, the ensembles and the zone rules are all exercised; real data sets come in through adapters
 (`infrawatch.detection.datasets`) as the same payloads.
 """
 
@@ -74,6 +75,18 @@ def score_run(
     events: Iterable[metrics.Span],
 ) -> Scored:
     events = list(events)
+    # A probationary period, as in the Numenta Anomaly Benchmark: the first 10% of the time span
+    # (at least one day) is history the features and time-of-day profiles learn from; alerts and
+    # events that start in it are not scored.
+    if len(timestamp_ns):
+        t0, t1 = int(timestamp_ns.min()), int(timestamp_ns.max())
+        probation_end = t0 + max((t1 - t0) // 10, 86_400 * metrics.NS)
+        if probation_end >= t1:
+            probation_end = t0
+        scored = timestamp_ns >= probation_end
+        risk = np.where(scored, risk, -1)
+        truth = truth & scored
+        events = [e for e in events if e.start_ns >= probation_end]
     s = metrics.scores(events, sensor_id, timestamp_ns, truth, risk >= HIGH, **EVENT_RULES[kind])
     return Scored(name, sensor_id, timestamp_ns, truth, risk, events, s)
 
