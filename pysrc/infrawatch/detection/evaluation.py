@@ -3,8 +3,8 @@
 An *alert* is a reading whose verdict is HIGH or CRITICAL (risk ≥ 2) — exactly what the Grafana
 rule pages on. The first 10% of each data set's time span (at least a day) is probationary, as in
 NAB: history to learn from, not scored. Simulated fleets are scored from their MQTT payloads, so
-decoding, features, the ensembles and the zone rules are all exercised; real data sets come in through adapters
-(`infrawatch.detection.datasets`) as the same payloads.
+decoding, features, the ensembles and the zone rules are all exercised; real data sets come in
+through adapters (`infrawatch.detection.datasets`) as the same payloads.
 """
 
 from __future__ import annotations
