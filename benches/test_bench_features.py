@@ -115,7 +115,7 @@ class NpStore:
 
     def __init__(self, window: int, k: int) -> None:
         self.window, self.k, self.alpha = window, k, 2.0 / (window + 1)
-        # sensor -> [ts ring, value ring (window × k), ewma, head, len]
+        # sensor -> [ts ring, value ring (window × k), ewma, head, len, time-of-day profile (192 × k)]
         self.sensors: dict[str, list[Any]] = {}
         self.stale = 0
 
@@ -136,7 +136,7 @@ class NpStore:
                 np.full(k, np.nan),
                 0,
                 0,
-                np.full((24, k), np.nan),
+                np.full((192, k), np.nan),  # time-of-day profile: 96 quarter-hours × weekday/weekend
             ]
             self.sensors[sid] = st
         tr, vr, ew, head, n, prof = st
@@ -184,13 +184,15 @@ class NpStore:
 # --------------------------------------------------------------------------- workload
 
 
-def _stream(rng: np.random.Generator, n: int, start: np.ndarray) -> tuple[list[str], np.ndarray, np.ndarray]:
-    sid = rng.integers(N_SENSORS, size=n)
-    # irregular steps per sensor (1 s – 2 min), so every reading is newer than its sensor's last
+def _stream(
+    rng: np.random.Generator, n: int, start: np.ndarray, max_step_s: int = 120
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    sid = rng.integers(len(start), size=n)
+    # irregular steps per sensor (1 s up to max_step_s), so every reading is newer than its last
     clock = start.copy()
     ts = np.empty(n, np.int64)
     for i, s in enumerate(sid):
-        clock[s] += int(rng.integers(10**9, 120 * 10**9))
+        clock[s] += int(rng.integers(10**9, max_step_s * 10**9))
         ts[i] = clock[s]
     vals = np.array([3.0, 12.0, 15.0, 1000.0]) + rng.normal(0, 1, size=(n, 4))
     vals[rng.random((n, 4)) < 0.1] = np.nan
@@ -223,6 +225,14 @@ def workload() -> dict[str, Any]:
     got_np = copy.deepcopy(npy).update(ids[:2000], ts[:2000], vals[:2000])
     np.testing.assert_allclose(got_py, expected[:2000], rtol=1e-7, atol=1e-7)
     np.testing.assert_allclose(got_np, expected[:2000], rtol=1e-7, atol=1e-7)
+    # the measured stream spans an hour of a Thursday: check the time-of-day profiles (every
+    # quarter-hour, weekdays and weekends) on a stream of 20 sensors over about three weeks too
+    ids_w, ts_w, vals_w = _stream(rng, 3000, np.full(20, T0, np.int64), max_step_s=4 * 3600)
+    expected_w = core.FeatureStore(WINDOW, FIELDS).update_arrays(ids_w, ts_w, _cols(vals_w))
+    got_py_w = np.array(PyStore(WINDOW, 4).update(ids_w, ts_w.tolist(), vals_w.tolist()))
+    np.testing.assert_allclose(got_py_w, expected_w, rtol=1e-7, atol=1e-7)
+    got_np_w = NpStore(WINDOW, 4).update(ids_w, ts_w, vals_w)
+    np.testing.assert_allclose(got_np_w, expected_w, rtol=1e-7, atol=1e-7)
     return {
         "batch": batch,
         "cols": _cols(vals),
@@ -297,6 +307,7 @@ _MEMORY_PROBE = textwrap.dedent(
                 deque((t0 + k for k in range(window)), maxlen=window),
                 [deque((float(k) + j / 7 for k in range(window)), maxlen=window) for j in range(4)],
                 [1.0, 2.0, 3.0, 4.0],
+                {},  # time-of-day profile: empty here, up to 192 entries per field once a week is seen
             )
     gc.collect()
     print(json.dumps({"bytes_per_sensor": (proc.memory_info().rss - before) / n}))
@@ -322,8 +333,9 @@ def test_memory_per_sensor(benchmark: Any) -> None:
     py = _probe(10_000, "python")
     benchmark.extra_info["rust_bytes_per_sensor"] = rust["bytes_per_sensor"]
     benchmark.extra_info["python_bytes_per_sensor"] = py["bytes_per_sensor"]
+    state = 8 * (WINDOW * 5 + 4 * (1 + 192))  # ring, EWMAs, weekday/weekend quarter-hour profiles
     print(
-        f"\nFeatureStore: {rust['bytes_per_sensor']:.0f} B/sensor over 100k sensors (ring alone: "
-        f"{8 * (WINDOW * 5 + 4)} B); plain Python: {py['bytes_per_sensor']:.0f} B/sensor over 10k sensors"
+        f"\nFeatureStore: {rust['bytes_per_sensor']:.0f} B/sensor over 100k sensors (state allocation: "
+        f"{state} B); plain Python: {py['bytes_per_sensor']:.0f} B/sensor over 10k sensors"
     )
     benchmark.pedantic(lambda: None, rounds=1, iterations=1)
