@@ -57,6 +57,14 @@ def workload() -> dict[str, Any]:
             for s, (c, _, _) in enumerate(streams[:200])
         ]
     )
+    # the twin computes the same features as the store: check before anything is timed
+    twin, steps = PythonTwin(None, None), STEPS * N_BATCHES
+    got = [
+        twin.features(f"t{s}", T0 + i * MINUTE, {k: float(v[i]) for k, v in c.items()})
+        for s, (c, _, _) in enumerate(streams[:20])
+        for i in range(steps)
+    ]
+    np.testing.assert_allclose(np.array(got), x[: 20 * steps], rtol=1e-7, atol=1e-7)
     y_leak = np.concatenate([lk for _, lk, _ in streams[:200]])
     y_burst = x[:, fs.feature_names.index("flow_rate_lps_delta")] > 0.5  # any second target
     leak = RandomForestClassifier(100, max_depth=12, random_state=0, n_jobs=1).fit(x, y_leak)
