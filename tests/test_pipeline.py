@@ -102,7 +102,7 @@ def band(score: float, medium: float, high: float, critical: float) -> int:
 
 
 LEVELS = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-STATS = ("last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore")
+STATS = ("last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore", "hod_dev")
 # words that a plain-words reason for a per-reading feature contains
 GENERIC_WORDS = {
     "count": "readings in the window",
@@ -117,9 +117,10 @@ GENERIC_WORDS = {
 
 def reason_marker(feature: str) -> str:
     """What the explanation of `feature` must mention: its field, or its generic words."""
-    field, _, stat = feature.rpartition("_")
-    if stat in STATS and field:
-        return field + " "
+    for stat in STATS:  # suffix match: a stat name may itself contain "_" (hod_dev)
+        field = feature.removesuffix("_" + stat)
+        if field and field != feature:
+            return field + " "
     return GENERIC_WORDS[feature]
 
 
