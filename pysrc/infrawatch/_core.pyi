@@ -85,9 +85,12 @@ class FeatureStore:
     """Per-sensor rolling-window features over the last `window` folded readings of each sensor.
 
     Per field `f` of `fields`: `f_last, f_mean, f_std, f_min, f_max, f_delta, f_slope, f_ewma,
-    f_zscore`; then `count, dt_s, hour, dow, weekend, night, pressure_flow_ratio`. Missing values
-    are NaN, never zero. A reading not newer than its sensor's newest folded reading is not folded:
-    its row is all NaN and `stale_count` grows. Non-finite values count as missing.
+    f_zscore, f_hod_dev`; then `count, dt_s, hour, dow, weekend, night, pressure_flow_ratio`.
+    `f_hod_dev` is the value minus the sensor's own usual level at this time of day: per field, an
+    EWMA (alpha 0.25) per UTC quarter-hour, separately for weekdays and weekends, read before the
+    reading updates it (NaN until that slot has seen a value). Missing values are NaN, never zero.
+    A reading not newer than its sensor's newest folded reading is not folded: its row is all NaN
+    and `stale_count` grows. Non-finite values count as missing.
     """
 
     def __new__(cls, window: int = 60, fields: Sequence[str] | None = None) -> FeatureStore:
