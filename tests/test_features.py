@@ -309,6 +309,32 @@ def test_stale_and_duplicate_readings_are_not_folded() -> None:
     assert fs.stale_count == 2
 
 
+def test_hod_dev_by_hand() -> None:
+    """Worked by hand: one profile slot per UTC quarter-hour, weekdays apart from weekends, each an
+    EWMA (alpha 0.25) read before the reading updates it; NaN and stale readings leave it alone."""
+    h, m, d = 3600 * 10**9, 60 * 10**9, 86_400 * 10**9  # T0 is a Thursday midnight
+    stream = [
+        ("a", T0 + 2 * h, 10.0, math.nan),  # Thu 02:00: slot empty
+        ("a", T0 + 2 * h + 20 * m, 50.0, math.nan),  # Thu 02:20: another quarter-hour
+        ("a", T0 + d + 2 * h + 5 * m, 14.0, 14.0 - 10.0),  # Fri 02:05; slot → 11
+        ("a", T0 + d + 2 * h + 1 * m, 1000.0, math.nan),  # stale: not folded, slot untouched
+        ("b", T0 + d + 2 * h + 5 * m, 100.0, math.nan),  # another sensor, its own profile
+        ("a", T0 + 2 * d + 2 * h, 99.0, math.nan),  # Sat 02:00: the weekend profile is empty
+        ("a", T0 + 3 * d + 2 * h + 3 * m, 95.0, 95.0 - 99.0),  # Sun 02:03
+        ("a", T0 + 4 * d + 2 * h + 14 * m, math.nan, math.nan),  # Mon 02:14: missing, slot kept
+        ("a", T0 + 5 * d + 2 * h, 15.0, 15.0 - 11.0),  # Tue 02:00; slot → 12
+        ("a", T0 + 6 * d + 2 * h + 15 * m - 10**9, 12.0, 0.0),  # Wed 02:14:59
+        ("a", T0 + 7 * d + 2 * h - 10**9, 7.0, math.nan),  # Thu 01:59:59: the quarter before
+    ]
+    fs = FeatureStore(3, ["flow_rate_lps"])
+    x = fs.update_arrays(
+        [r[0] for r in stream], np.array([r[1] for r in stream]), {"flow_rate_lps": [r[2] for r in stream]}
+    )
+    got = x[:, fs.feature_names.index("flow_rate_lps_hod_dev")]
+    np.testing.assert_array_equal(got, [r[3] for r in stream])
+    assert fs.stale_count == 1
+
+
 def test_snapshot_restore_continues_bit_identically() -> None:
     fields = ["pressure_bar", "flow_rate_lps", "temperature_c"]
     ids, ts, vals = random_stream(np.random.default_rng(9), 3000, 50, len(fields))
@@ -338,6 +364,10 @@ def test_corrupt_or_foreign_snapshots_raise_value_error() -> None:
         FeatureStore.restore(b"PK\x03\x04 definitely a zip file")
     with pytest.raises(ValueError, match="version"):
         FeatureStore.restore(blob[:8] + (99).to_bytes(4, "little") + blob[12:])
+    # blobs of earlier formats (2: one quarter-hour profile, 1: no profile) are refused by version
+    for old in (1, 2):
+        with pytest.raises(ValueError, match=f"unsupported version {old}"):
+            FeatureStore.restore(blob[:8] + old.to_bytes(4, "little") + blob[12:])
     rng = random.Random(3)
     for _ in range(500):
         junk = rng.randbytes(rng.randrange(0, 200))
