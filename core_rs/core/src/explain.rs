@@ -228,6 +228,10 @@ mod tests {
             describe("flow_rate_lps_hod_dev", &n, &[12.5]),
             "flow_rate_lps 12.50 L/s above its usual level at this time of day"
         );
+        assert_eq!(
+            describe("flow_rate_lps_hod_dev", &n, &[-0.5]),
+            "flow_rate_lps 0.500 L/s below its usual level at this time of day"
+        );
     }
 
     #[test]

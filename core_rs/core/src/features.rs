@@ -7,14 +7,17 @@
 //!
 //! State of one sensor is a single allocation laid out as
 //! `[timestamps (window, i64 bits) | field 0 values (window) | … | field k-1 values | ewma (k) |
-//! time-of-day profile (2 × 96 per field)]`. Slots `0..len` are in use; `head` is the next slot to write.
+//! time-of-day profiles (2 × 96 per field)]`. Ring slots `0..len` are in use; `head` is the next
+//! ring slot to write.
 //!
 //! `{field}_hod_dev` compares a reading with the sensor's own daily cycle: the sensor keeps, per
 //! field, 96 time-of-day slots (the reading's UTC quarter-hour: fine enough that a slot does not
 //! average the steep morning rise of demand) for weekdays and another 96 for weekends (people get
 //! up later on Saturdays; one shared profile would page every Monday morning), each an EWMA
-//! (alpha 0.25) of the values seen then. The feature is the value minus its slot *before* the slot takes the value
-//! in (NaN while the slot is empty, and for a missing value, which leaves the slot unchanged).
+//! (alpha 0.25) of the values seen then, starting empty (NaN). The feature is the value minus its
+//! slot *before* the slot takes the value in: `v − p` (NaN while the slot is empty), then
+//! `p ← v` if empty else `0.25·v + 0.75·p`. A missing value gives NaN and leaves the slot
+//! unchanged; stale readings (not folded) never touch the profile.
 //! Window statistics cannot see a daily cycle: this is what tells a leak (flow above its usual
 //! level for the time of day, as in minimum-night-flow analysis) from the morning rise in demand.
 
@@ -26,7 +29,7 @@ use hashbrown::HashMap;
 pub const FIELD_STATS: [&str; 10] = [
     "last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore", "hod_dev",
 ];
-/// Smoothing of the hour-of-day profile: about the last four days at each hour count.
+/// Smoothing of the time-of-day profile: about the last four values seen in a slot count.
 pub const HOD_ALPHA: f64 = 0.25;
 /// Time-of-day slots of the profile: quarter-hours, for weekdays then for weekends.
 const SLOTS: usize = 2 * 96;
