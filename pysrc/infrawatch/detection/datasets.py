@@ -10,7 +10,8 @@ data alike. Mapping decisions:
   unknown fields (stored, not modelled). Local German time → UTC. Events: runs of EVENT rows.
 - `battledim2019_ltown` → `water_flow`: each of the three SCADA flows is a sensor (m³/h → L/s);
   the tank level is kept as `tank_level_m`. Events: each leak *onset* in the file, on every flow
-  sensor, from the onset to its repair or peak (incipient leaks grow for weeks), at most 7 days.
+  sensor, from the onset to its repair or peak (incipient leaks grow for weeks), at most 7 days;
+  `abrupt` leaks (full size at once) are bursts, `incipient` ones leaks.
   Rows labelled: inside those spans (the baseline of carried-over leaks is normal).
 - `lead1_building_electricity` → `energy`: each building is a sensor, meter_reading → energy_kwh.
   Timestamps are the buildings' local time and kept as if UTC, so hour-of-day features mean local
@@ -144,7 +145,7 @@ def load_battledim(path: Path, max_event_days: float = 7.0) -> SimData:
     with scada.open(newline="") as fh:
         rows = list(csv.DictReader(fh))
     t = np.array([_ts(r["Timestamp"]) for r in rows], np.int64)
-    onsets: list[tuple[int, int]] = []
+    onsets: list[tuple[int, int, str]] = []
     if events_csv:
         with events_csv[0].open(newline="") as fh:
             for r in csv.DictReader(fh):
@@ -154,24 +155,27 @@ def load_battledim(path: Path, max_event_days: float = 7.0) -> SimData:
                 end_txt = r.get("leak_end_if_in_this_file", "") or r.get("peak_time_if_in_this_file", "")
                 end = _ts(end_txt) if end_txt.strip() else int(t[-1]) + 1
                 end = min(end, start + int(max_event_days * 86_400) * NS)
-                onsets.append((start, end))
+                # an abrupt leak appears at full size at once: that is what a burst looks like
+                kind = "burst" if r.get("leak_type", "").strip() == "abrupt" else "leak"
+                onsets.append((start, end, kind))
     else:  # no events table beside the file: derive onsets from the per-leak columns
         for c in (c for c in rows[0] if c.startswith("leak_p")):
             v = np.array([_num(r[c]) for r in rows])
             on = np.flatnonzero(v > 0)
             if len(on) and on[0] > 0:
                 start = int(t[on[0]])
-                onsets.append((start, min(int(t[on[-1]]) + 1, start + int(max_event_days * 86_400) * NS)))
-    y = np.zeros(len(t), bool)
-    for a, b in onsets:
-        y |= (t >= a) & (t < b)
+                end = min(int(t[on[-1]]) + 1, start + int(max_event_days * 86_400) * NS)
+                onsets.append((start, end, "leak"))
+    y = np.zeros(len(t), np.int8)
+    for a, b, kind in onsets:
+        y[(t >= a) & (t < b)] = 2 if kind == "burst" else 1
     level = np.array([_num(r["level_T1_m"]) for r in rows])
     parts = []
     for col in ("flow_p227_m3h", "flow_p235_m3h", "flow_PUMP_1_m3h"):
         name = col.removeprefix("flow_").removesuffix("_m3h")
         s = _sensor(f"LTOWN-{name}", "water_flow", "l-town", f"L-Town {name}")
         flow = np.array([_num(r[col]) for r in rows]) / 3.6
-        ev = [Event(s.sensor_id, "water_flow", "leak", a, b) for a, b in onsets]
+        ev = [Event(s.sensor_id, "water_flow", kind, a, b) for a, b, kind in onsets]
         parts.append((s, t, {"flow_rate_lps": flow, "tank_level_m": level}, y, ev))
     return _assemble("water_flow", ("normal", "leak", "burst"), parts)
 

@@ -297,6 +297,12 @@ class Trainer:
         idx, w = _subsample(y, self.cfg.max_train_rows, self.rng)
         x, y = x[idx], y[idx]
         vd, vx = val[0]
+        for label, what in ((1, "leak"), (2, "burst")):
+            if not (y == label).any():
+                raise ValueError(
+                    f"the training part holds no {what} readings, so no {what} model can be learned; "
+                    "use a longer stretch of data or simulated fleets"
+                )
         critical = vd.zone == "CRITICAL"
         results = []
         best: tuple[float, Any, Any, Candidate] | None = None
