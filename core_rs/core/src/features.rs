@@ -535,6 +535,20 @@ fn first_pass(ring: &[f64], t: &[f64], shift: f64) -> [f64; 5] {
         lo[l] = if m { lo[l].min(v) } else { lo[l] };
         hi[l] = if m { hi[l].max(v) } else { hi[l] };
     };
+    for_lanes(ring, t, &mut step);
+    [
+        sum_lanes(&n),
+        sum_lanes(&sd),
+        sum_lanes(&st),
+        lo.iter().copied().fold(f64::INFINITY, f64::min),
+        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+    ]
+}
+
+/// Feed `(lane, value, time)` to `step` over the window, `LANES` independent accumulators wide
+/// (so the sums vectorise), the remainder into the first lanes.
+#[inline]
+fn for_lanes(ring: &[f64], t: &[f64], step: &mut impl FnMut(usize, f64, f64)) {
     let (rc, tc) = (ring.chunks_exact(LANES), t.chunks_exact(LANES));
     let (rr, tr) = (rc.remainder(), tc.remainder());
     for (vs, ts) in rc.zip(tc) {
@@ -545,13 +559,6 @@ fn first_pass(ring: &[f64], t: &[f64], shift: f64) -> [f64; 5] {
     for (l, (&v, &ti)) in rr.iter().zip(tr).enumerate() {
         step(l, v, ti);
     }
-    [
-        sum_lanes(&n),
-        sum_lanes(&sd),
-        sum_lanes(&st),
-        lo.iter().copied().fold(f64::INFINITY, f64::min),
-        hi.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-    ]
 }
 
 /// Σ(v − mean)², Σ(t − t̄)(v − mean) and Σ(t − t̄)² over the non-NaN values (deviations taken
@@ -569,16 +576,7 @@ fn second_pass(ring: &[f64], t: &[f64], shift: f64, dmean: f64, mt: f64) -> [f64
         sxy[l] += dt * dv;
         sxx[l] += dt * dt;
     };
-    let (rc, tc) = (ring.chunks_exact(LANES), t.chunks_exact(LANES));
-    let (rr, tr) = (rc.remainder(), tc.remainder());
-    for (vs, ts) in rc.zip(tc) {
-        for l in 0..LANES {
-            step(l, vs[l], ts[l]);
-        }
-    }
-    for (l, (&v, &ti)) in rr.iter().zip(tr).enumerate() {
-        step(l, v, ti);
-    }
+    for_lanes(ring, t, &mut step);
     [sum_lanes(&sdd), sum_lanes(&sxy), sum_lanes(&sxx)]
 }
 
