@@ -195,6 +195,35 @@ fn specials16(chunk: &[u8; 16]) -> u32 {
     out
 }
 
+/// Whether the first `len` (≤ 32) bytes of `a` and `b` are equal.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn eq_prefix32(a: &[u8; 32], b: &[u8; 32], len: usize) -> bool {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+    #[allow(clippy::cast_sign_loss)]
+    // SAFETY: SSE2 is part of the x86_64 baseline; each unaligned load reads 16 of the 32 bytes
+    // of `a` or `b`.
+    let eq = unsafe {
+        let lo = _mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_loadu_si128(a.as_ptr().cast()),
+            _mm_loadu_si128(b.as_ptr().cast()),
+        )) as u32;
+        let hi = _mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_loadu_si128(a.as_ptr().add(16).cast()),
+            _mm_loadu_si128(b.as_ptr().add(16).cast()),
+        )) as u32;
+        u64::from(lo | (hi << 16))
+    };
+    let want = (1u64 << len) - 1;
+    eq & want == want
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn eq_prefix32(a: &[u8; 32], b: &[u8; 32], len: usize) -> bool {
+    a[..len] == b[..len]
+}
+
 /// A cursor over one payload.
 pub struct Scanner<'a> {
     buf: &'a [u8],
@@ -298,8 +327,78 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Consume `{` (the caller has peeked it): true when a key follows (the scanner is then at
+    /// its opening quote, for [`Self::key`] or [`Self::key_literal`]), false for `{}`.
     #[inline(always)]
-    fn key(&mut self) -> PResult<JStr<'a>> {
+    pub fn begin_members(&mut self) -> PResult<bool> {
+        self.enter()?;
+        self.pos += 1;
+        match self.peek() {
+            Some(b'}') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            Some(b'"') => Ok(true),
+            _ => self.fail("expected a key or '}'"),
+        }
+    }
+
+    /// After a member's value: true when another key follows (the scanner is at its opening
+    /// quote), false at the closing `}`.
+    #[inline(always)]
+    pub fn next_member(&mut self) -> PResult<bool> {
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                if self.peek() == Some(b'"') {
+                    Ok(true)
+                } else {
+                    self.fail("expected a key after ','")
+                }
+            }
+            Some(b'}') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            _ => self.fail("expected ',' or '}'"),
+        }
+    }
+
+    /// At a key's opening quote: when the key's bytes and closing quote are exactly `lit[..len]`
+    /// (a key seen before, stored with its closing quote), consume it and its `:` and return it.
+    /// Such a key needs no scanning: the literal was a validated, unescaped string body.
+    /// `None` (nothing consumed) when the bytes differ.
+    #[inline(always)]
+    pub fn key_literal(&mut self, lit: &[u8; 32], len: usize) -> PResult<Option<JStr<'a>>> {
+        if len == 0 || len > 32 {
+            return Ok(None);
+        }
+        let buf = self.buf;
+        let start = self.pos + 1;
+        let same = match buf.get(start..).and_then(<[u8]>::first_chunk::<32>) {
+            Some(chunk) => eq_prefix32(chunk, lit, len),
+            None => buf.get(start..start + len) == lit.get(..len),
+        };
+        if !same {
+            return Ok(None);
+        }
+        let raw = &buf[start..start + len - 1];
+        self.pos = start + len;
+        if self.peek() != Some(b':') {
+            return self.fail("expected ':'");
+        }
+        self.pos += 1;
+        Ok(Some(JStr {
+            raw,
+            escaped: false,
+        }))
+    }
+
+    /// Scan a key (the scanner is at its opening quote) and its `:`.
+    #[inline(always)]
+    pub fn key(&mut self) -> PResult<JStr<'a>> {
         let k = self.string()?;
         if self.peek() != Some(b':') {
             return self.fail("expected ':'");

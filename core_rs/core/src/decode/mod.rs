@@ -187,6 +187,20 @@ struct Ctx<'t> {
     element: Option<usize>,
 }
 
+/// A key seen at some position of an earlier reading: its bytes and closing quote, and what it
+/// resolved to. Readings of one batch mostly repeat their keys in the same order, so the key at
+/// position `n` of a reading is first compared with the one at position `n` of the previous
+/// readings: a match skips the string scan and the key lookup.
+#[derive(Clone, Copy)]
+struct KnownKey {
+    lit: [u8; 32],
+    len: u8,
+    key: Key,
+}
+
+/// Key positions remembered per reading (document order, nested sections included).
+const KNOWN_KEYS: usize = 32;
+
 /// A problem with a whole message, found after its JSON was validated.
 type MessageProblem = Option<(Reason, String)>;
 
@@ -200,6 +214,9 @@ struct Decoder<'b> {
     last_zone_raw: String,
     last_zone: Option<u32>,
     dates: timestamp::DateCache,
+    known: [KnownKey; KNOWN_KEYS],
+    /// Position of the next key within the current reading.
+    key_pos: usize,
 }
 
 impl<'b> Decoder<'b> {
@@ -214,6 +231,12 @@ impl<'b> Decoder<'b> {
             last_zone_raw: String::new(),
             last_zone: None,
             dates: timestamp::DateCache::default(),
+            known: [KnownKey {
+                lit: [0; 32],
+                len: 0,
+                key: Key::Other,
+            }; KNOWN_KEYS],
+            key_pos: 0,
         }
     }
 
@@ -358,12 +381,38 @@ impl<'b> Decoder<'b> {
         }
     }
 
+    /// The next key of the reading (the scanner is at its opening quote) and what it means:
+    /// compared first with the key at the same position of the previous readings.
+    #[inline(always)]
+    fn member_key<'a>(&mut self, sc: &mut Scanner<'a>) -> PResult<(JStr<'a>, Key)> {
+        let n = self.key_pos;
+        self.key_pos = n + 1;
+        if let Some(known) = self.known.get(n) {
+            if let Some(k) = sc.key_literal(&known.lit, usize::from(known.len))? {
+                return Ok((k, known.key));
+            }
+        }
+        let k = sc.key()?;
+        let key = self.key(&k);
+        if let Some(slot) = self.known.get_mut(n) {
+            if !k.escaped && k.raw.len() < 32 {
+                slot.lit = [0; 32];
+                slot.lit[..k.raw.len()].copy_from_slice(k.raw);
+                slot.lit[k.raw.len()] = b'"';
+                slot.len = u8::try_from(k.raw.len() + 1).unwrap_or(0);
+                slot.key = key;
+            }
+        }
+        Ok((k, key))
+    }
+
     /// Parse one reading object and append it to the batch (or record its error).
     fn reading<'a>(&mut self, sc: &mut Scanner<'a>, ctx: Ctx<'_>) -> PResult<()> {
         self.draft.reset();
-        let mut next = sc.begin_object()?;
-        while let Some(k) = next {
-            let key = self.key(&k);
+        self.key_pos = 0;
+        let mut more = sc.begin_members()?;
+        while more {
+            let (k, key) = self.member_key(sc)?;
             let bit = key.reserved_bit();
             if bit != 0 {
                 if self.draft.reserved_seen & bit != 0 {
@@ -386,7 +435,7 @@ impl<'b> Decoder<'b> {
                 Key::Field(i) => self.canonical(sc, usize::from(i), &k)?,
                 Key::Other => self.unknown(sc, &k)?,
             }
-            next = sc.next_key()?;
+            more = sc.next_member()?;
         }
         self.complete(&ctx);
         Ok(())
@@ -626,14 +675,15 @@ impl<'b> Decoder<'b> {
                 return Ok(());
             }
         }
-        let mut next = sc.begin_object()?;
-        while let Some(k) = next {
-            match self.key(&k) {
+        let mut more = sc.begin_members()?;
+        while more {
+            let (k, key) = self.member_key(sc)?;
+            match key {
                 Key::Field(i) => self.canonical(sc, usize::from(i), &k)?,
                 Key::LastCalibration if metadata => self.ignored(sc, &k)?,
                 _ => self.unknown(sc, &k)?,
             }
-            next = sc.next_key()?;
+            more = sc.next_member()?;
         }
         Ok(())
     }
