@@ -50,30 +50,83 @@ impl ValueType {
 
 /// A scanned string: the bytes between the quotes, validated (escapes well formed, UTF-8 valid,
 /// no raw control characters). When `escaped`, [`JStr::unescape_into`] gives the text.
+///
+/// Only this module builds a `JStr` (the fields are private), always from bytes the scanner has
+/// validated: `raw` is valid UTF-8, which [`JStr::plain`] relies on.
 #[derive(Debug, Clone, Copy)]
 pub struct JStr<'a> {
-    pub raw: &'a [u8],
-    pub escaped: bool,
+    raw: &'a [u8],
+    escaped: bool,
 }
 
 impl<'a> JStr<'a> {
-    /// The text when there are no escapes (always valid UTF-8: the scanner checked it).
+    /// The bytes between the quotes, escapes not resolved.
     #[must_use]
+    #[inline(always)]
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Whether the string holds escapes (then [`JStr::unescape_into`] gives its text).
+    #[must_use]
+    #[inline(always)]
+    pub fn escaped(&self) -> bool {
+        self.escaped
+    }
+
+    /// The text when there are no escapes.
+    #[must_use]
+    #[inline(always)]
     pub fn plain(&self) -> Option<&'a str> {
         if self.escaped {
             None
         } else {
-            std::str::from_utf8(self.raw).ok()
+            // SAFETY: a `JStr` is only built by the scanner from a string body it validated as
+            // UTF-8 (`Scanner::string`, or `Scanner::key_literal` from a `KeyLit` that was made
+            // from such a body).
+            Some(unsafe { std::str::from_utf8_unchecked(self.raw) })
         }
     }
 
     /// Append the decoded text to `out` (escapes resolved).
+    #[inline]
     pub fn unescape_into(&self, out: &mut String) {
-        if !self.escaped {
-            out.push_str(std::str::from_utf8(self.raw).unwrap_or(""));
-            return;
+        match self.plain() {
+            Some(text) => out.push_str(text),
+            None => unescape(self.raw, out),
         }
-        unescape(self.raw, out);
+    }
+}
+
+/// An unescaped key seen before, with its closing quote, for [`Scanner::key_literal`].
+#[derive(Debug, Clone, Copy)]
+pub struct KeyLit {
+    bytes: [u8; 32],
+    /// Length with the closing quote; 0 for none.
+    len: u8,
+}
+
+impl KeyLit {
+    /// Matches no key.
+    pub const NONE: KeyLit = KeyLit {
+        bytes: [0; 32],
+        len: 0,
+    };
+
+    /// The literal of a scanned key: `None` when it holds escapes or is 32 bytes or longer.
+    #[must_use]
+    pub fn of(k: &JStr<'_>) -> Option<KeyLit> {
+        let n = k.raw.len();
+        if k.escaped || n >= 32 {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..n].copy_from_slice(k.raw);
+        bytes[n] = b'"';
+        Some(KeyLit {
+            bytes,
+            len: u8::try_from(n + 1).ok()?,
+        })
     }
 }
 
@@ -246,6 +299,17 @@ impl<'a> Scanner<'a> {
         self.pos
     }
 
+    /// Length of the payload.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
+    }
+
     fn fail<T>(&self, what: &'static str) -> PResult<T> {
         Err(Box::new(SyntaxError {
             pos: self.pos,
@@ -366,15 +430,17 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// At a key's opening quote: when the key's bytes and closing quote are exactly `lit[..len]`
-    /// (a key seen before, stored with its closing quote), consume it and its `:` and return it.
+    /// At a key's opening quote: when the key's bytes and closing quote are exactly `lit`'s
+    /// (a key seen before), consume it and its `:` and return it.
     /// Such a key needs no scanning: the literal was a validated, unescaped string body.
     /// `None` (nothing consumed) when the bytes differ.
     #[inline(always)]
-    pub fn key_literal(&mut self, lit: &[u8; 32], len: usize) -> PResult<Option<JStr<'a>>> {
-        if len == 0 || len > 32 {
+    pub fn key_literal(&mut self, lit: &KeyLit) -> PResult<Option<JStr<'a>>> {
+        let len = usize::from(lit.len);
+        if len == 0 {
             return Ok(None);
         }
+        let lit = &lit.bytes;
         let buf = self.buf;
         let start = self.pos + 1;
         let same = match buf.get(start..).and_then(<[u8]>::first_chunk::<32>) {
@@ -663,7 +729,7 @@ impl<'a> Scanner<'a> {
     /// exponent: the digits make an integer below 2^53 and the fraction length a power of ten
     /// up to 10^15, both exact doubles, so one IEEE division rounds correctly (Clinger) and the
     /// result is the same bits as the full parser's. Anything else is re-scanned by [`Self::number`].
-    #[inline]
+    #[inline(always)]
     pub fn number_f64(&mut self) -> PResult<f64> {
         self.skip_ws();
         let buf = self.buf;
@@ -704,6 +770,34 @@ impl<'a> Scanner<'a> {
         }
         self.pos = start;
         Ok(self.number()?.to_f64())
+    }
+
+    /// A number token that is a plain non-negative integer of at most 19 digits (no fraction,
+    /// no exponent), consumed: its value and number of digits. `None` (nothing consumed) for
+    /// any other number and for malformed ones, which [`Self::number`] then scans or rejects.
+    #[inline]
+    pub fn plain_integer(&mut self) -> Option<(u64, u32)> {
+        self.skip_ws();
+        let buf = self.buf;
+        let start = self.pos;
+        let mut i = start;
+        let mut v: u64 = 0;
+        while let Some(&d @ b'0'..=b'9') = buf.get(i) {
+            if i - start == 19 {
+                return None;
+            }
+            v = v * 10 + u64::from(d - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0
+            || (buf[start] == b'0' && digits > 1)
+            || matches!(buf.get(i), Some(b'.' | b'e' | b'E'))
+        {
+            return None;
+        }
+        self.pos = i;
+        u32::try_from(digits).ok().map(|d| (v, d))
     }
 
     /// Consume one of the literals `true`, `false`, `null`, `NaN`, `Infinity`, `-Infinity`.

@@ -29,7 +29,7 @@ use std::fmt::Write as _;
 
 use crate::batch::{MessageError, ReadingBatch};
 use crate::fields::{Kind, CANONICAL_FIELDS, MAX_FIELDS, MAX_PAYLOAD_BYTES};
-use json::{JStr, PResult, Scanner, ValueType};
+use json::{JStr, KeyLit, PResult, Scanner, ValueType};
 use keys::Key;
 pub use reasons::{Reason, REASON_CODES};
 use topic::{tag_value_ok, Topic};
@@ -62,6 +62,8 @@ pub fn decode_into(
 ) {
     batch.clear();
     batch.messages = payloads.len();
+    // A telemetry message is one reading: size the columns for that (gateways grow them).
+    batch.reserve_rows(payloads.len());
     let mut d = Decoder::new(batch, received_ns);
     for (i, payload) in payloads.iter().enumerate() {
         let topic = match topics {
@@ -193,8 +195,7 @@ struct Ctx<'t> {
 /// readings: a match skips the string scan and the key lookup.
 #[derive(Clone, Copy)]
 struct KnownKey {
-    lit: [u8; 32],
-    len: u8,
+    lit: KeyLit,
     key: Key,
 }
 
@@ -232,8 +233,7 @@ impl<'b> Decoder<'b> {
             last_zone: None,
             dates: timestamp::DateCache::default(),
             known: [KnownKey {
-                lit: [0; 32],
-                len: 0,
+                lit: KeyLit::NONE,
                 key: Key::Other,
             }; KNOWN_KEYS],
             key_pos: 0,
@@ -351,7 +351,13 @@ impl<'b> Decoder<'b> {
             if n >= MAX_GATEWAY_READINGS {
                 sc.skip_value()?; // still validated: invalid JSON wins over too many readings
             } else if sc.peek_type()? == ValueType::Object {
+                let start = sc.pos();
                 self.reading(sc, element)?;
+                if n == 0 {
+                    // Size the columns for elements like the first one.
+                    let per_reading = (sc.pos() - start).max(16);
+                    self.batch.reserve_rows(sc.len() / per_reading);
+                }
             } else {
                 let t = sc.skip_value()?;
                 self.error(
@@ -372,12 +378,12 @@ impl<'b> Decoder<'b> {
 
     /// Resolve a key, unescaping it first when needed.
     fn key(&mut self, k: &JStr<'_>) -> Key {
-        if k.escaped {
+        if k.escaped() {
             self.key_buf.clear();
             k.unescape_into(&mut self.key_buf);
             keys::resolve(self.key_buf.as_bytes())
         } else {
-            keys::resolve(k.raw)
+            keys::resolve(k.raw())
         }
     }
 
@@ -388,20 +394,14 @@ impl<'b> Decoder<'b> {
         let n = self.key_pos;
         self.key_pos = n + 1;
         if let Some(known) = self.known.get(n) {
-            if let Some(k) = sc.key_literal(&known.lit, usize::from(known.len))? {
+            if let Some(k) = sc.key_literal(&known.lit)? {
                 return Ok((k, known.key));
             }
         }
         let k = sc.key()?;
         let key = self.key(&k);
-        if let Some(slot) = self.known.get_mut(n) {
-            if !k.escaped && k.raw.len() < 32 {
-                slot.lit = [0; 32];
-                slot.lit[..k.raw.len()].copy_from_slice(k.raw);
-                slot.lit[k.raw.len()] = b'"';
-                slot.len = u8::try_from(k.raw.len() + 1).unwrap_or(0);
-                slot.key = key;
-            }
+        if let (Some(slot), Some(lit)) = (self.known.get_mut(n), KeyLit::of(&k)) {
+            *slot = KnownKey { lit, key };
         }
         Ok((k, key))
     }
@@ -417,7 +417,7 @@ impl<'b> Decoder<'b> {
             if bit != 0 {
                 if self.draft.reserved_seen & bit != 0 {
                     self.draft.fail(Reason::DuplicateField, || {
-                        format!("key {} given twice", show(k.raw))
+                        format!("key {} given twice", show(k.raw()))
                     });
                 }
                 self.draft.reserved_seen |= bit;
@@ -446,7 +446,7 @@ impl<'b> Decoder<'b> {
     fn ignored(&mut self, sc: &mut Scanner<'_>, k: &JStr<'_>) -> PResult<()> {
         if sc.skip_value()? == ValueType::NonFinite {
             self.draft.fail(Reason::BadValue, || {
-                format!("{} holds NaN or Infinity", show(k.raw))
+                format!("{} holds NaN or Infinity", show(k.raw()))
             });
         }
         Ok(())
@@ -530,39 +530,51 @@ impl<'b> Decoder<'b> {
     }
 
     fn kind(&mut self, sc: &mut Scanner<'_>, ctx: Ctx<'_>) -> PResult<()> {
-        let got = self.string_value(sc)?;
-        let d = &mut self.draft;
-        match got {
-            Ok(false) => {}
-            Err(t) => d.fail(Reason::UnknownKind, || {
-                format!("kind is {}, not a string", t.name())
-            }),
-            Ok(true) => {
-                self.scratch.make_ascii_lowercase();
-                match Kind::parse(&self.scratch) {
-                    None => d.fail(Reason::UnknownKind, || {
-                        format!(
-                            "kind {} is not water_flow, water_quality or energy",
-                            show(self.scratch.as_bytes())
-                        )
-                    }),
-                    Some(k) => {
-                        if let Some(Topic::Telemetry { kind, .. }) = ctx.topic {
-                            if k != kind {
-                                d.fail(Reason::KindMismatch, || {
-                                    format!(
-                                        "payload kind {} differs from the topic's {}",
-                                        k.as_str(),
-                                        kind.as_str()
-                                    )
-                                });
-                            }
-                        }
-                        d.kind = Some(k);
+        let k = match sc.peek_type()? {
+            ValueType::String => {
+                let s = sc.string()?;
+                // Usually spelled exactly; otherwise matched after ASCII lower-casing.
+                if let Some(k) = s.plain().and_then(Kind::parse) {
+                    k
+                } else {
+                    self.scratch.clear();
+                    s.unescape_into(&mut self.scratch);
+                    self.scratch.make_ascii_lowercase();
+                    if let Some(k) = Kind::parse(&self.scratch) {
+                        k
+                    } else {
+                        self.draft.fail(Reason::UnknownKind, || {
+                            format!(
+                                "kind {} is not water_flow, water_quality or energy",
+                                show(self.scratch.as_bytes())
+                            )
+                        });
+                        return Ok(());
                     }
                 }
             }
+            ValueType::Null => return sc.null(),
+            t => {
+                sc.skip_value()?;
+                self.draft.fail(Reason::UnknownKind, || {
+                    format!("kind is {}, not a string", t.name())
+                });
+                return Ok(());
+            }
+        };
+        let d = &mut self.draft;
+        if let Some(Topic::Telemetry { kind, .. }) = ctx.topic {
+            if k != kind {
+                d.fail(Reason::KindMismatch, || {
+                    format!(
+                        "payload kind {} differs from the topic's {}",
+                        k.as_str(),
+                        kind.as_str()
+                    )
+                });
+            }
         }
+        d.kind = Some(k);
         Ok(())
     }
 
@@ -631,20 +643,27 @@ impl<'b> Decoder<'b> {
         let parsed = match sc.peek_type()? {
             ValueType::String => {
                 let s = sc.string()?;
-                let text = if s.escaped {
+                let text = if s.escaped() {
                     self.scratch.clear();
                     s.unescape_into(&mut self.scratch);
                     self.scratch.as_bytes()
                 } else {
-                    s.raw
+                    s.raw()
                 };
                 timestamp::parse_rfc3339_cached(text, &mut self.dates)
                     .map_err(|why| format!("timestamp {}: {why}", show(text)))
             }
             ValueType::Number => {
-                let n = sc.number()?;
-                timestamp::from_epoch_number(&n)
-                    .map_err(|why| format!("timestamp {}: {why}", show(n.raw)))
+                if let Some((v, digits)) = sc.plain_integer() {
+                    // The token's text is the integer's decimal form (JSON has no leading zeros).
+                    timestamp::from_epoch_integer(v, digits).map_err(|why| {
+                        format!("timestamp {}: {why}", show(v.to_string().as_bytes()))
+                    })
+                } else {
+                    let n = sc.number()?;
+                    timestamp::from_epoch_number(&n)
+                        .map_err(|why| format!("timestamp {}: {why}", show(n.raw)))
+                }
             }
             ValueType::Null => {
                 sc.null()?;
@@ -670,7 +689,7 @@ impl<'b> Decoder<'b> {
             t => {
                 sc.skip_value()?;
                 self.draft.fail(Reason::BadValue, || {
-                    format!("{} is {}, not an object", show(name.raw), t.name())
+                    format!("{} is {}, not an object", show(name.raw()), t.name())
                 });
                 return Ok(());
             }
@@ -689,6 +708,7 @@ impl<'b> Decoder<'b> {
     }
 
     /// A measurement value: `Ok(Ok(Some(v)))` finite, `Ok(Ok(None))` null, `Ok(Err(why))` refused.
+    #[inline(always)]
     fn value(sc: &mut Scanner<'_>) -> PResult<Result<Option<f64>, &'static str>> {
         match sc.peek_type()? {
             ValueType::Number => {
@@ -736,7 +756,7 @@ impl<'b> Decoder<'b> {
         let name = CANONICAL_FIELDS[i].name;
         if d.canonical_mask & bit != 0 {
             d.fail(Reason::DuplicateField, || {
-                format!("{} is field {name} given twice", show(k.raw))
+                format!("{} is field {name} given twice", show(k.raw()))
             });
             return Ok(());
         }
@@ -751,7 +771,7 @@ impl<'b> Decoder<'b> {
             }
             Ok(None) => d.canonical[i] = f64::NAN,
             Err(why) => d.fail(Reason::BadValue, || {
-                format!("measurement {} ({name}) is {why}", show(k.raw))
+                format!("measurement {} ({name}) is {why}", show(k.raw()))
             }),
         }
         Ok(())
@@ -768,14 +788,14 @@ impl<'b> Decoder<'b> {
         d.names[start..].make_ascii_lowercase();
         if let Some(why) = keys::unknown_name_problem(&d.names[start..]) {
             d.fail(Reason::BadFieldName, || {
-                format!("field name {} {why}", show(k.raw))
+                format!("field name {} {why}", show(k.raw()))
             });
             return Ok(());
         }
         let dup = (0..d.unknown.len()).any(|j| d.unknown_name(j) == &d.names[start..]);
         if dup {
             d.fail(Reason::DuplicateField, || {
-                format!("field {} given twice", show(k.raw))
+                format!("field {} given twice", show(k.raw()))
             });
             return Ok(());
         }
@@ -792,7 +812,7 @@ impl<'b> Decoder<'b> {
                 d.values += usize::from(value.is_some());
             }
             Err(why) => d.fail(Reason::BadValue, || {
-                format!("measurement {} is {why}", show(k.raw))
+                format!("measurement {} is {why}", show(k.raw()))
             }),
         }
         Ok(())
