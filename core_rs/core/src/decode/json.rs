@@ -98,12 +98,16 @@ impl<'a> JStr<'a> {
     }
 }
 
-/// An unescaped key seen before, with its closing quote, for [`Scanner::key_literal`].
+/// The bytes of an unescaped key seen before, from after its opening quote up to its value:
+/// the key, its closing quote, the `:` and the whitespace around it (`sensor_id": `), for
+/// [`Scanner::key_literal`]. Only [`Scanner::learn_key`] makes one, from scanned bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct KeyLit {
     bytes: [u8; 32],
-    /// Length with the closing quote; 0 for none.
+    /// Bytes to match; 0 for none.
     len: u8,
+    /// Length of the key itself.
+    key_len: u8,
 }
 
 impl KeyLit {
@@ -111,23 +115,8 @@ impl KeyLit {
     pub const NONE: KeyLit = KeyLit {
         bytes: [0; 32],
         len: 0,
+        key_len: 0,
     };
-
-    /// The literal of a scanned key: `None` when it holds escapes or is 32 bytes or longer.
-    #[must_use]
-    pub fn of(k: &JStr<'_>) -> Option<KeyLit> {
-        let n = k.raw.len();
-        if k.escaped || n >= 32 {
-            return None;
-        }
-        let mut bytes = [0u8; 32];
-        bytes[..n].copy_from_slice(k.raw);
-        bytes[n] = b'"';
-        Some(KeyLit {
-            bytes,
-            len: u8::try_from(n + 1).ok()?,
-        })
-    }
 }
 
 /// A scanned number: its text plus, for the fast paths, up to 19 significant decimal digits
@@ -430,8 +419,8 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    /// At a key's opening quote: when the key's bytes and closing quote are exactly `lit`'s
-    /// (a key seen before), consume it and its `:` and return it.
+    /// At a key's opening quote: when the bytes that follow are exactly `lit`'s (a key seen
+    /// before, its `:` and the whitespace up to its value), consume them and return the key.
     /// Such a key needs no scanning: the literal was a validated, unescaped string body.
     /// `None` (nothing consumed) when the bytes differ.
     #[inline(always)]
@@ -440,6 +429,7 @@ impl<'a> Scanner<'a> {
         if len == 0 {
             return Ok(None);
         }
+        let key_len = lit.key_len;
         let lit = &lit.bytes;
         let buf = self.buf;
         let start = self.pos + 1;
@@ -450,16 +440,41 @@ impl<'a> Scanner<'a> {
         if !same {
             return Ok(None);
         }
-        let raw = &buf[start..start + len - 1];
+        let raw = &buf[start..start + usize::from(key_len)];
         self.pos = start + len;
-        if self.peek() != Some(b':') {
-            return self.fail("expected ':'");
-        }
-        self.pos += 1;
         Ok(Some(JStr {
             raw,
             escaped: false,
         }))
+    }
+
+    /// Right after [`Self::key`] scanned `k` from the opening quote at `quote`: skip the
+    /// whitespace before the value and return the literal that [`Self::key_literal`] matches
+    /// next time — `None` when the key holds escapes or the literal would exceed 32 bytes.
+    pub fn learn_key(&mut self, quote: usize, k: &JStr<'a>) -> Option<KeyLit> {
+        self.skip_ws();
+        let body = self.buf.get(quote + 1..self.pos)?;
+        let n = k.raw.len();
+        // The bytes must be the key (a validated string body), its closing quote, then only
+        // whitespace and one ':' — true after `key()`, checked anyway (misses are rare).
+        let shape_ok = !k.escaped
+            && body.len() <= 32
+            && body.get(..n) == Some(k.raw)
+            && body.get(n) == Some(&b'"')
+            && body[n + 1..].iter().filter(|&&b| b == b':').count() == 1
+            && body[n + 1..]
+                .iter()
+                .all(|&b| matches!(b, b':' | b' ' | b'\n' | b'\r' | b'\t'));
+        if !shape_ok {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..body.len()].copy_from_slice(body);
+        Some(KeyLit {
+            bytes,
+            len: u8::try_from(body.len()).ok()?,
+            key_len: u8::try_from(n).ok()?,
+        })
     }
 
     /// Scan a key (the scanner is at its opening quote) and its `:`.
@@ -731,6 +746,17 @@ impl<'a> Scanner<'a> {
     /// result is the same bits as the full parser's. Anything else is re-scanned by [`Self::number`].
     #[inline(always)]
     pub fn number_f64(&mut self) -> PResult<f64> {
+        if let Some(v) = self.short_decimal() {
+            return Ok(v);
+        }
+        Ok(self.number()?.to_f64())
+    }
+
+    /// The fast path of [`Self::number_f64`]: a number of at most 15 digits with an optional
+    /// fraction and no exponent, consumed and converted; `None` (nothing consumed) for anything
+    /// else (other numbers, malformed ones, other values).
+    #[inline(always)]
+    pub fn short_decimal(&mut self) -> Option<f64> {
         self.skip_ws();
         let buf = self.buf;
         let start = self.pos;
@@ -745,10 +771,11 @@ impl<'a> Scanner<'a> {
         }
         let int_digits = i - int_start;
         // JSON: at least one digit, and no leading zero before another digit.
-        let int_ok = int_digits > 0 && (buf[int_start] != b'0' || int_digits == 1);
+        if int_digits == 0 || (buf[int_start] == b'0' && int_digits > 1) {
+            return None;
+        }
         let mut frac_digits = 0;
-        let mut frac_ok = true;
-        if int_ok && buf.get(i) == Some(&b'.') {
+        if buf.get(i) == Some(&b'.') {
             i += 1;
             let frac_start = i;
             while let Some(&d @ b'0'..=b'9') = buf.get(i) {
@@ -756,20 +783,17 @@ impl<'a> Scanner<'a> {
                 i += 1;
             }
             frac_digits = i - frac_start;
-            frac_ok = frac_digits > 0;
+            if frac_digits == 0 {
+                return None;
+            }
         }
-        if int_ok
-            && frac_ok
-            && int_digits + frac_digits <= 15
-            && !matches!(buf.get(i), Some(b'e' | b'E'))
-        {
-            self.pos = i;
-            #[allow(clippy::cast_precision_loss)] // exact: at most 15 digits, below 2^53
-            let v = mantissa as f64 / POW10[frac_digits];
-            return Ok(if negative { -v } else { v });
+        if int_digits + frac_digits > 15 || matches!(buf.get(i), Some(b'e' | b'E')) {
+            return None;
         }
-        self.pos = start;
-        Ok(self.number()?.to_f64())
+        self.pos = i;
+        #[allow(clippy::cast_precision_loss)] // exact: at most 15 digits, below 2^53
+        let v = mantissa as f64 / POW10[frac_digits];
+        Some(if negative { -v } else { v })
     }
 
     /// A number token that is a plain non-negative integer of at most 19 digits (no fraction,

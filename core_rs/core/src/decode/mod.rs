@@ -398,10 +398,13 @@ impl<'b> Decoder<'b> {
                 return Ok((k, known.key));
             }
         }
+        let quote = sc.pos();
         let k = sc.key()?;
         let key = self.key(&k);
-        if let (Some(slot), Some(lit)) = (self.known.get_mut(n), KeyLit::of(&k)) {
-            *slot = KnownKey { lit, key };
+        if let Some(slot) = self.known.get_mut(n) {
+            if let Some(lit) = sc.learn_key(quote, &k) {
+                *slot = KnownKey { lit, key };
+            }
         }
         Ok((k, key))
     }
@@ -710,6 +713,9 @@ impl<'b> Decoder<'b> {
     /// A measurement value: `Ok(Ok(Some(v)))` finite, `Ok(Ok(None))` null, `Ok(Err(why))` refused.
     #[inline(always)]
     fn value(sc: &mut Scanner<'_>) -> PResult<Result<Option<f64>, &'static str>> {
+        if let Some(v) = sc.short_decimal() {
+            return Ok(Ok(Some(v)));
+        }
         match sc.peek_type()? {
             ValueType::Number => {
                 let v = sc.number_f64()?;

@@ -377,3 +377,90 @@ fn agrees_with_serde_json_on_validity() {
         assert_eq!(mine_ok, serde_ok, "{s}");
     }
 }
+
+/// Readings as plain values, for comparing batches decoded in different groupings.
+fn rows(b: &ReadingBatch) -> Vec<String> {
+    let cols: Vec<(&str, &[f64])> = b.fields().collect();
+    (0..b.len())
+        .map(|i| {
+            let mut r = format!(
+                "{} {:?} {} {} {} |",
+                b.sensor_id(i),
+                b.kind(i),
+                b.site(i),
+                b.zone(i),
+                b.timestamp_ns[i]
+            );
+            for (name, col) in &cols {
+                if !col[i].is_nan() {
+                    r.push_str(&format!(" {name}={:?}", col[i]));
+                }
+            }
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn remembered_keys_never_change_a_result() {
+    // The decoder compares each key with the one at the same position of earlier readings:
+    // decoding messages together must give what decoding each alone gives, whatever the keys
+    // of the previous messages were (same keys, near misses, escapes, case, spacing).
+    let variants = [
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "ts": 1769337000}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 2.5, "ts": 1769337001}"#,
+        r#"{"sensor_id":"S1","kind":"energy","kwh":3,"ts":1769337002}"#,
+        r#"{"sensor_id" :  "S1" , "kind"	:"energy", "kwh" : 4, "ts": 1769337003}"#,
+        r#"{"sensor_idx": "S1", "kind": "energy", "kwh": 1.5}"#,
+        r#"{"sensor_i": "S1", "kind": "energy", "kwh": 1.5}"#,
+        r#"{"Sensor_Id": "S1", "KIND": "Energy", "KWH": 1.5}"#,
+        r#"{"sensor\u005fid": "S1", "kind": "energy", "k\u0077h": 1.5}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "kwh": 2}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kWh": 1.5, "energy_kwh": 2}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": "1.5"}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh"}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh":: 1.5}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh" 1.5}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "measurements": {"kwh": 1, "voltage": 230}}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "measurements": {"kwh": 1, "voltage_x": 230}}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "measurements": {"kwh": 1, "sensor_id": 230}}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "a_very_long_unknown_field_name_xyz": 1}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "a_very_long_unknown_field_name_xyw": 1}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "é": 1}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "éé": 1}"#,
+        r#"[{"sensor_id": "S1", "kind": "energy", "kwh": 1}, {"sensor_id": "S2", "kind": "energy", "kwh": 2}]"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "zone": "a", "site": "b"}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "facility_zone": "a", "zone": "b"}"#,
+    ];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..300 {
+        let mut msgs = Vec::new();
+        for _ in 0..12 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            msgs.push(variants[(x % variants.len() as u64) as usize].as_bytes());
+        }
+        let together = decode(&msgs, None, NOW);
+        let mut want_rows = Vec::new();
+        let mut want_errors = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            let alone = decode(&[m], None, NOW);
+            want_rows.extend(rows(&alone));
+            want_errors.extend(
+                alone
+                    .errors
+                    .iter()
+                    .map(|e| (i, e.reason, e.message.clone())),
+            );
+        }
+        assert_eq!(rows(&together), want_rows);
+        let got: Vec<_> = together
+            .errors
+            .iter()
+            .map(|e| (e.index, e.reason, e.message.clone()))
+            .collect();
+        assert_eq!(got, want_errors);
+    }
+}
