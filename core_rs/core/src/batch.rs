@@ -109,6 +109,19 @@ impl ReadingBatch {
         &self.sensor_text[start..self.sensor_end[i] as usize]
     }
 
+    /// The sensor ids of all rows, concatenated: row `i`'s is the text between
+    /// `sensor_ends()[i - 1]` (0 for the first row) and `sensor_ends()[i]`.
+    #[must_use]
+    pub fn sensor_text(&self) -> &str {
+        &self.sensor_text
+    }
+
+    /// Per row, the end of its sensor id in [`ReadingBatch::sensor_text`] (byte offset).
+    #[must_use]
+    pub fn sensor_ends(&self) -> &[u32] {
+        &self.sensor_end
+    }
+
     /// All sensor ids, in row order.
     pub fn sensor_ids(&self) -> impl ExactSizeIterator<Item = &str> + '_ {
         (0..self.len()).map(|i| self.sensor_id(i))

@@ -95,7 +95,14 @@ pub fn parse(topic: &str) -> Result<Topic<'_>, TopicError> {
     if root != "infrawatch" {
         return Err(bad("does not start with infrawatch/"));
     }
-    let segment_ok = |s: &str| tag_value_ok(s) && !s.contains(['+', '#']);
+    let segment_ok = |s: &str| {
+        // Fast path: 1..=128 bytes of printable ASCII, none of `\`, `+`, `#`.
+        let plain = !s.is_empty()
+            && s.len() <= 128
+            && s.bytes()
+                .all(|b| (0x20..0x7f).contains(&b) && !matches!(b, b'\\' | b'+' | b'#'));
+        plain || (tag_value_ok(s) && !s.contains(['+', '#']))
+    };
     if !segment_ok(site) {
         return Err(bad("has an invalid site"));
     }
