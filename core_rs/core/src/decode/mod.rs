@@ -199,6 +199,9 @@ struct KnownKey {
     key: Key,
 }
 
+/// Distinct zone spellings remembered per batch (more are looked up in the batch's table).
+const ZONE_CACHE: usize = 8;
+
 /// Key positions remembered per reading (document order, nested sections included).
 const KNOWN_KEYS: usize = 32;
 
@@ -212,8 +215,10 @@ struct Decoder<'b> {
     key_buf: String,
     scratch: String,
     last_site: Option<u32>,
-    last_zone_raw: String,
-    last_zone: Option<u32>,
+    /// Zones as spelled in payloads and their interned (upper-cased) ids: a batch has few.
+    zones: Vec<(String, u32)>,
+    /// The id of `DEFAULT_ZONE`, once interned.
+    default_zone: Option<u32>,
     dates: timestamp::DateCache,
     known: [KnownKey; KNOWN_KEYS],
     /// Position of the next key within the current reading.
@@ -229,8 +234,8 @@ impl<'b> Decoder<'b> {
             key_buf: String::new(),
             scratch: String::new(),
             last_site: None,
-            last_zone_raw: String::new(),
-            last_zone: None,
+            zones: Vec::new(),
+            default_zone: None,
             dates: timestamp::DateCache::default(),
             known: [KnownKey {
                 lit: KeyLit::NONE,
@@ -447,6 +452,10 @@ impl<'b> Decoder<'b> {
     /// A value that is not stored (location, gateway_id, last_calibration): any JSON will do,
     /// but Python's NaN/Infinity tokens are still refused.
     fn ignored(&mut self, sc: &mut Scanner<'_>, k: &JStr<'_>) -> PResult<()> {
+        if sc.peek() == Some(b'"') {
+            sc.string()?;
+            return Ok(());
+        }
         if sc.skip_value()? == ValueType::NonFinite {
             self.draft.fail(Reason::BadValue, || {
                 format!("{} holds NaN or Infinity", show(k.raw()))
@@ -899,24 +908,25 @@ impl<'b> Decoder<'b> {
 
     /// The interned, upper-cased zone of the draft (or the default).
     fn zone_id(&mut self) -> u32 {
-        let raw = if self.draft.has_zone {
-            self.draft.zone.as_str()
-        } else {
-            DEFAULT_ZONE
-        };
-        if let Some(id) = self.last_zone {
-            if self.last_zone_raw == raw {
-                return id;
-            }
+        if !self.draft.has_zone {
+            return match self.default_zone {
+                Some(id) => id,
+                None => *self.default_zone.insert(self.batch.intern(DEFAULT_ZONE)),
+            };
+        }
+        let raw = self.draft.zone.as_str();
+        if let Some(&(_, id)) = self.zones.iter().find(|(z, _)| z == raw) {
+            return id;
         }
         let id = if raw.bytes().any(|b| b.is_ascii_lowercase() || !b.is_ascii()) {
             self.batch.intern(&raw.to_uppercase())
         } else {
             self.batch.intern(raw)
         };
-        self.last_zone_raw.clear();
-        self.last_zone_raw.push_str(raw);
-        self.last_zone = Some(id);
+        if self.zones.len() == ZONE_CACHE {
+            self.zones.pop();
+        }
+        self.zones.push((raw.to_owned(), id));
         id
     }
 }

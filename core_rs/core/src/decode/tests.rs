@@ -464,3 +464,35 @@ fn remembered_keys_never_change_a_result() {
         assert_eq!(got, want_errors);
     }
 }
+
+#[test]
+fn many_zones_in_one_batch() {
+    // More distinct zone spellings than the decoder remembers, repeated and in mixed case.
+    let msgs: Vec<String> = (0..120)
+        .map(|i| {
+            let z = i * 7 % 20;
+            let zone = if i % 3 == 0 {
+                format!("zone{z}")
+            } else {
+                format!("ZONE{z}")
+            };
+            let key = if i % 2 == 0 { "zone" } else { "facility_zone" };
+            format!(r#"{{"sensor_id": "S{i}", "kind": "energy", "{key}": "{zone}", "kwh": {i}}}"#)
+        })
+        .chain(std::iter::once(
+            r#"{"sensor_id": "D", "kind": "energy", "kwh": 1}"#.to_owned(),
+        ))
+        .collect();
+    let payloads: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
+    let b = decode(&payloads, None, NOW);
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    for i in 0..120 {
+        assert_eq!(b.zone(i), format!("ZONE{}", i * 7 % 20), "{i}");
+    }
+    assert_eq!(b.zone(120), DEFAULT_ZONE);
+    let mut distinct: Vec<&str> = (0..b.len()).map(|i| b.zone(i)).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 21);
+    assert_eq!(b.interned().len(), 22); // the 21 zones and the default site
+}
