@@ -391,11 +391,14 @@ fn rows(b: &ReadingBatch) -> Vec<String> {
                 b.zone(i),
                 b.timestamp_ns[i]
             );
-            for (name, col) in &cols {
-                if !col[i].is_nan() {
-                    r.push_str(&format!(" {name}={:?}", col[i]));
-                }
-            }
+            // By name: the column order depends on the other readings of the batch.
+            let mut fields: Vec<String> = cols
+                .iter()
+                .filter(|(_, col)| !col[i].is_nan())
+                .map(|(name, col)| format!(" {name}={:?}", col[i]))
+                .collect();
+            fields.sort();
+            r.push_str(&fields.concat());
             r
         })
         .collect()
