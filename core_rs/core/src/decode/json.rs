@@ -537,8 +537,34 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scan a string value (the next non-whitespace byte must be `"`).
-    #[inline]
+    ///
+    /// Inline fast path: a string of plain ASCII closing within the next 16 bytes (the first
+    /// byte needing attention is its closing quote). Anything else goes to the full scan.
+    #[inline(always)]
     pub fn string(&mut self) -> PResult<JStr<'a>> {
+        if self.peek() == Some(b'"') {
+            let buf = self.buf;
+            let start = self.pos + 1;
+            if let Some(chunk) = buf.get(start..).and_then(<[u8]>::first_chunk::<16>) {
+                let special = specials16(chunk);
+                if special != 0 {
+                    let end = start + special.trailing_zeros() as usize;
+                    if buf.get(end) == Some(&b'"') {
+                        self.pos = end + 1;
+                        return Ok(JStr {
+                            raw: &buf[start..end],
+                            escaped: false,
+                        });
+                    }
+                }
+            }
+        }
+        self.string_scan()
+    }
+
+    /// The full string scan behind [`Self::string`].
+    #[inline(never)]
+    fn string_scan(&mut self) -> PResult<JStr<'a>> {
         if self.peek() != Some(b'"') {
             return self.fail("expected a string");
         }

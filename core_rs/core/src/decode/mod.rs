@@ -485,6 +485,7 @@ impl<'b> Decoder<'b> {
         }
     }
 
+    #[inline(always)]
     fn sensor_id(&mut self, sc: &mut Scanner<'_>, ctx: Ctx<'_>) -> PResult<()> {
         let d = &mut self.draft;
         d.sensor.clear();
@@ -541,6 +542,7 @@ impl<'b> Decoder<'b> {
         Ok(())
     }
 
+    #[inline(always)]
     fn kind(&mut self, sc: &mut Scanner<'_>, ctx: Ctx<'_>) -> PResult<()> {
         let k = match sc.peek_type()? {
             ValueType::String => {
@@ -625,6 +627,7 @@ impl<'b> Decoder<'b> {
         Ok(())
     }
 
+    #[inline(always)]
     fn zone(&mut self, sc: &mut Scanner<'_>) -> PResult<()> {
         let got = self.string_value(sc)?;
         let d = &mut self.draft;
@@ -651,6 +654,7 @@ impl<'b> Decoder<'b> {
         Ok(())
     }
 
+    #[inline(always)]
     fn timestamp(&mut self, sc: &mut Scanner<'_>) -> PResult<()> {
         let parsed = match sc.peek_type()? {
             ValueType::String => {
@@ -761,6 +765,7 @@ impl<'b> Decoder<'b> {
         true
     }
 
+    #[inline(always)]
     fn canonical(&mut self, sc: &mut Scanner<'_>, i: usize, k: &JStr<'_>) -> PResult<()> {
         let v = Self::value(sc)?;
         let d = &mut self.draft;
@@ -768,7 +773,7 @@ impl<'b> Decoder<'b> {
             return Ok(());
         }
         let bit = 1u32 << i;
-        let name = CANONICAL_FIELDS[i].name;
+        let name = CANONICAL_FIELDS.get(i).map_or("", |f| f.name);
         if d.canonical_mask & bit != 0 {
             d.fail(Reason::DuplicateField, || {
                 format!("{} is field {name} given twice", show(k.raw()))
