@@ -401,6 +401,21 @@ impl<'a> Scanner<'a> {
     /// quote), false at the closing `}`.
     #[inline(always)]
     pub fn next_member(&mut self) -> PResult<bool> {
+        // Fast path: `,"` or `, "` right after the value (what serializers write).
+        let buf = self.buf;
+        if buf.get(self.pos) == Some(&b',') {
+            match buf.get(self.pos + 1) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(true);
+                }
+                Some(b' ') if buf.get(self.pos + 2) == Some(&b'"') => {
+                    self.pos += 2;
+                    return Ok(true);
+                }
+                _ => {}
+            }
+        }
         match self.peek() {
             Some(b',') => {
                 self.pos += 1;
@@ -832,6 +847,17 @@ impl<'a> Scanner<'a> {
         let start = self.pos;
         let mut i = start;
         let mut v: u64 = 0;
+        // Eight digits at a time while they last (epoch milliseconds have 13), then one by one.
+        while i - start <= 11 {
+            let Some(chunk) = buf.get(i..).and_then(<[u8]>::first_chunk::<8>) else {
+                break;
+            };
+            let Some(eight) = eight_digits(u64::from_le_bytes(*chunk)) else {
+                break;
+            };
+            v = v * 100_000_000 + eight;
+            i += 8;
+        }
         while let Some(&d @ b'0'..=b'9') = buf.get(i) {
             if i - start == 19 {
                 return None;
@@ -912,6 +938,21 @@ impl<'a> Scanner<'a> {
     pub fn null(&mut self) -> PResult<()> {
         self.literal().map(|_| ())
     }
+}
+
+/// The value of eight ASCII digits (little-endian word, first digit in the low byte), or
+/// `None` when any byte is not a digit (SWAR, as in simdjson).
+#[inline(always)]
+fn eight_digits(word: u64) -> Option<u64> {
+    let digits = word.wrapping_sub(0x3030_3030_3030_3030);
+    // A byte is a digit when it is >= '0' (no borrow into bit 7) and <= '9' (adding 0x46 does
+    // not reach bit 7).
+    if (word.wrapping_add(0x4646_4646_4646_4646) | digits) & 0x8080_8080_8080_8080 != 0 {
+        return None;
+    }
+    let pairs = (digits.wrapping_mul(10) + (digits >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let quads = (pairs.wrapping_mul(100) + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((quads.wrapping_mul(10_000) + (quads >> 32)) & 0xFFFF_FFFF)
 }
 
 fn hex4(buf: &[u8], at: usize) -> Option<u32> {
@@ -1148,6 +1189,33 @@ mod tests {
             let (x, y) = (a.number_f64(), b.number().map(|n| n.to_f64()));
             assert_eq!(x.map(f64::to_bits), y.map(f64::to_bits), "{s}");
         }
+    }
+
+    #[test]
+    fn eight_digits_matches_the_scalar_parse() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut bytes = *format!("{:08}", x % 100_000_000)
+                .as_bytes()
+                .first_chunk::<8>()
+                .unwrap();
+            assert_eq!(
+                eight_digits(u64::from_le_bytes(bytes)),
+                Some(x % 100_000_000)
+            );
+            // Any non-digit byte is refused.
+            let at = (x >> 32) as usize % 8;
+            bytes[at] = [b'/', b':', b'.', b'e', b' ', 0, 0xB0, b'0' + 10][(x >> 40) as usize % 8];
+            assert_eq!(eight_digits(u64::from_le_bytes(bytes)), None, "{bytes:?}");
+        }
+        assert_eq!(
+            eight_digits(u64::from_le_bytes(*b"99999999")),
+            Some(99_999_999)
+        );
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"00000000")), Some(0));
     }
 
     #[test]
