@@ -418,6 +418,8 @@ impl<'b> Decoder<'b> {
     fn reading<'a>(&mut self, sc: &mut Scanner<'a>, ctx: Ctx<'_>) -> PResult<()> {
         self.draft.reset();
         self.key_pos = 0;
+        // The payload's sensor_id when it is a plain string (else it is in `draft.sensor`).
+        let mut sensor: Option<&'a str> = None;
         let mut more = sc.begin_members()?;
         while more {
             let (k, key) = self.member_key(sc)?;
@@ -431,7 +433,7 @@ impl<'b> Decoder<'b> {
                 self.draft.reserved_seen |= bit;
             }
             match key {
-                Key::SensorId => self.sensor_id(sc, ctx)?,
+                Key::SensorId => sensor = self.sensor_id(sc, ctx)?,
                 Key::Kind => self.kind(sc, ctx)?,
                 Key::Site => self.site(sc, ctx)?,
                 Key::Zone => self.zone(sc)?,
@@ -445,7 +447,7 @@ impl<'b> Decoder<'b> {
             }
             more = sc.next_member()?;
         }
-        self.complete(&ctx);
+        self.complete(&ctx, sensor);
         Ok(())
     }
 
@@ -485,13 +487,20 @@ impl<'b> Decoder<'b> {
         }
     }
 
+    /// The payload's `sensor_id`, checked. A plain string is returned as a slice of the payload
+    /// (no copy); other forms are copied into the draft (`Ok(None)`).
     #[inline(always)]
-    fn sensor_id(&mut self, sc: &mut Scanner<'_>, ctx: Ctx<'_>) -> PResult<()> {
+    fn sensor_id<'a>(&mut self, sc: &mut Scanner<'a>, ctx: Ctx<'_>) -> PResult<Option<&'a str>> {
         let d = &mut self.draft;
         d.sensor.clear();
+        let mut borrowed = None;
         match sc.peek_type()? {
             ValueType::String => {
-                sc.string()?.unescape_into(&mut d.sensor);
+                let s = sc.string()?;
+                match s.plain() {
+                    Some(text) => borrowed = Some(text),
+                    None => s.unescape_into(&mut d.sensor),
+                }
                 d.has_sensor = true;
             }
             ValueType::Number => {
@@ -503,7 +512,7 @@ impl<'b> Decoder<'b> {
                             show(n.raw)
                         )
                     });
-                    return Ok(());
+                    return Ok(None);
                 }
                 // JSON integers have no leading zeros: the text is the canonical decimal form.
                 d.sensor.push_str(std::str::from_utf8(n.raw).unwrap_or(""));
@@ -511,35 +520,36 @@ impl<'b> Decoder<'b> {
             }
             ValueType::Null => {
                 sc.null()?;
-                return Ok(());
+                return Ok(None);
             }
             t => {
                 sc.skip_value()?;
                 d.fail(Reason::BadSensorId, || {
                     format!("sensor_id is {}, not a string or integer", t.name())
                 });
-                return Ok(());
+                return Ok(None);
             }
         }
-        if !tag_value_ok(&d.sensor) {
+        let text: &str = borrowed.unwrap_or(&d.sensor);
+        if !tag_value_ok(text) {
             first_error(&mut d.error, Reason::BadSensorId, || {
                 format!(
                     "sensor_id {} must be 1 to 128 bytes without control characters or backslash",
-                    show(d.sensor.as_bytes())
+                    show(text.as_bytes())
                 )
             });
         } else if let Some(Topic::Telemetry { sensor_id, .. }) = ctx.topic {
-            if d.sensor != sensor_id {
+            if text != sensor_id {
                 first_error(&mut d.error, Reason::SensorMismatch, || {
                     format!(
                         "payload sensor_id {} differs from the topic's {}",
-                        show(d.sensor.as_bytes()),
+                        show(text.as_bytes()),
                         show(sensor_id.as_bytes())
                     )
                 });
             }
         }
-        Ok(())
+        Ok(borrowed)
     }
 
     #[inline(always)]
@@ -839,7 +849,7 @@ impl<'b> Decoder<'b> {
     }
 
     /// The whole-object checks, then append the reading or record its error.
-    fn complete(&mut self, ctx: &Ctx<'_>) {
+    fn complete(&mut self, ctx: &Ctx<'_>, payload_sensor: Option<&str>) {
         let telemetry = match ctx.topic {
             Some(Topic::Telemetry {
                 sensor_id, kind, ..
@@ -878,7 +888,7 @@ impl<'b> Decoder<'b> {
         let d = &self.draft;
         let sensor = match telemetry {
             Some((s, _)) => s,
-            None => d.sensor.as_str(),
+            None => payload_sensor.unwrap_or(d.sensor.as_str()),
         };
         let ts = d.timestamp_ns.unwrap_or(self.received_ns);
         let source = i32::try_from(ctx.index).unwrap_or(i32::MAX);
