@@ -217,8 +217,12 @@ struct Decoder<'b> {
     last_site: Option<u32>,
     /// Zones as spelled in payloads and their interned (upper-cased) ids: a batch has few.
     zones: Vec<(String, u32)>,
-    /// The id of `DEFAULT_ZONE`, once interned.
+    /// The ids of `DEFAULT_ZONE` and `DEFAULT_SITE`, once interned.
     default_zone: Option<u32>,
+    default_site: Option<u32>,
+    /// The last topic site looked up (address and length of the caller's topic text) and its
+    /// id: the readings of a gateway batch share one topic.
+    topic_site: Option<(usize, usize, u32)>,
     dates: timestamp::DateCache,
     known: [KnownKey; KNOWN_KEYS],
     /// Position of the next key within the current reading.
@@ -236,6 +240,8 @@ impl<'b> Decoder<'b> {
             last_site: None,
             zones: Vec::new(),
             default_zone: None,
+            default_site: None,
+            topic_site: None,
             dates: timestamp::DateCache::default(),
             known: [KnownKey {
                 lit: KeyLit::NONE,
@@ -875,14 +881,17 @@ impl<'b> Decoder<'b> {
         }
         let Some(kind) = kind else { return };
         let site = match ctx.topic {
-            Some(t) => self.site_id(t.site()),
+            Some(t) => self.topic_site_id(t.site()),
             None if d.has_site => {
                 let site = std::mem::take(&mut self.draft.site);
                 let id = self.site_id(&site);
                 self.draft.site = site;
                 id
             }
-            None => self.site_id(DEFAULT_SITE),
+            None => match self.default_site {
+                Some(id) => id,
+                None => *self.default_site.insert(self.batch.intern(DEFAULT_SITE)),
+            },
         };
         let zone = self.zone_id();
         let d = &self.draft;
@@ -908,6 +917,20 @@ impl<'b> Decoder<'b> {
                 self.batch.set_unknown(row, d.unknown_name(j), v);
             }
         }
+    }
+
+    /// [`Self::site_id`] for a site that is a slice of a topic. Topics are borrowed for the
+    /// whole call, so the same address and length mean the same text.
+    fn topic_site_id(&mut self, site: &str) -> u32 {
+        let at = (site.as_ptr() as usize, site.len());
+        if let Some((p, n, id)) = self.topic_site {
+            if (p, n) == at {
+                return id;
+            }
+        }
+        let id = self.site_id(site);
+        self.topic_site = Some((at.0, at.1, id));
+        id
     }
 
     fn site_id(&mut self, site: &str) -> u32 {
