@@ -499,3 +499,19 @@ fn many_zones_in_one_batch() {
     assert_eq!(distinct.len(), 21);
     assert_eq!(b.interned().len(), 22); // the 21 zones and the default site
 }
+
+#[test]
+fn gateway_sites_follow_their_topics() {
+    let g = r#"[{"sensor_id": "a", "kind": "energy", "kwh": 1}, {"sensor_id": "b", "kind": "energy", "kwh": 2}]"#;
+    let topics = [
+        "infrawatch/p1/gateway/g/batch",
+        "infrawatch/p2/gateway/g/batch",
+        "infrawatch/p1/gateway/g/batch",
+        "infrawatch/p2/water_flow/S1/telemetry",
+    ];
+    let payloads: [&[u8]; 4] = [g.as_bytes(), g.as_bytes(), g.as_bytes(), br#"{"flow": 1}"#];
+    let b = decode(&payloads, Some(&topics), NOW);
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    let sites: Vec<&str> = (0..b.len()).map(|i| b.site(i)).collect();
+    assert_eq!(sites, ["p1", "p1", "p2", "p2", "p1", "p1", "p2"]);
+}
