@@ -135,6 +135,14 @@ def _core_decode(payloads: list[bytes], topics: list[str] | None) -> int:
     return len(b)
 
 
+def _core_decode_all(payloads: list[bytes], topics: list[str] | None) -> int:
+    """`_core_decode`, and every other attribute too (kind, site, zone, source, errors)."""
+    b = core.decode(payloads, topics, received_ns=0)
+    for name in ("fields", "timestamp_ns", "sensor_id", "kind", "site", "zone", "source", "errors"):
+        getattr(b, name)
+    return len(b)
+
+
 def _nested_columns(payloads: list[bytes]) -> int:
     """msgspec, then the same columns `core.decode` returns (what the pipeline needs)."""
     dec = msgspec.json.Decoder(Nested)
@@ -155,6 +163,11 @@ GATEWAY_DEC = msgspec.json.Decoder(list[GatewayReading])
 @pytest.mark.benchmark(group="decode-nested-1000")
 def test_nested_core(benchmark: Any) -> None:
     assert benchmark(_core_decode, NESTED, NESTED_TOPICS) == N
+
+
+@pytest.mark.benchmark(group="decode-nested-1000")
+def test_nested_core_all_attributes(benchmark: Any) -> None:
+    assert benchmark(_core_decode_all, NESTED, NESTED_TOPICS) == N
 
 
 @pytest.mark.benchmark(group="decode-nested-1000")
@@ -212,6 +225,11 @@ def test_flat_json(benchmark: Any) -> None:
 @pytest.mark.benchmark(group="decode-gateway-10x100")
 def test_gateway_core(benchmark: Any) -> None:
     assert benchmark(_core_decode, GATEWAY, GATEWAY_TOPICS) == GATEWAY_MESSAGES * GATEWAY_READINGS
+
+
+@pytest.mark.benchmark(group="decode-gateway-10x100")
+def test_gateway_core_all_attributes(benchmark: Any) -> None:
+    assert benchmark(_core_decode_all, GATEWAY, GATEWAY_TOPICS) == GATEWAY_MESSAGES * GATEWAY_READINGS
 
 
 @pytest.mark.benchmark(group="decode-gateway-10x100")

@@ -934,6 +934,16 @@ def test_aliases_case_insensitive_and_unknown_fields() -> None:
     assert batch.kind == ["water_quality"]
 
 
+def test_sensor_id_lists_ascii_or_not() -> None:
+    # ASCII ids are sliced from one str, others built one by one: both give plain str items.
+    for ids in (["a", "bb", "S0001", "7"], ["a", "é", "日本", "b"], ["only"], ["x", 12, "x"]):
+        payloads = [json.dumps({"sensor_id": s, "kind": "energy", "kwh": 1}).encode() for s in ids]
+        batch = core.decode(payloads)
+        assert batch.sensor_id == [str(s) for s in ids]
+        assert all(type(s) is str for s in batch.sensor_id)
+    assert core.decode([b'{"kind": "energy", "kwh": 1}']).sensor_id == []
+
+
 def test_input_types_give_the_same_batch() -> None:
     raw = json.dumps(NESTED).encode()
     for item in (raw, bytearray(raw), memoryview(raw), memoryview(b"xx" + raw)[2:]):

@@ -51,6 +51,8 @@ pub struct ReadingBatch {
     canonical_col: [u32; N_CANONICAL],
     unknown_col: HashMap<String, u32>,
     order: Vec<u32>,
+    /// Rows expected (capacity of a new column).
+    row_hint: usize,
 }
 
 impl Default for ReadingBatch {
@@ -71,6 +73,7 @@ impl Default for ReadingBatch {
             canonical_col: [NO_COLUMN; N_CANONICAL],
             unknown_col: HashMap::new(),
             order: Vec::new(),
+            row_hint: 0,
         }
     }
 }
@@ -104,6 +107,19 @@ impl ReadingBatch {
             self.sensor_end[i - 1] as usize
         };
         &self.sensor_text[start..self.sensor_end[i] as usize]
+    }
+
+    /// The sensor ids of all rows, concatenated: row `i`'s is the text between
+    /// `sensor_ends()[i - 1]` (0 for the first row) and `sensor_ends()[i]`.
+    #[must_use]
+    pub fn sensor_text(&self) -> &str {
+        &self.sensor_text
+    }
+
+    /// Per row, the end of its sensor id in [`ReadingBatch::sensor_text`] (byte offset).
+    #[must_use]
+    pub fn sensor_ends(&self) -> &[u32] {
+        &self.sensor_end
     }
 
     /// All sensor ids, in row order.
@@ -208,6 +224,22 @@ impl ReadingBatch {
         self.finish();
     }
 
+    /// Expect about `rows` more rows: reserve the per-row vectors, and size new columns for them.
+    pub(crate) fn reserve_rows(&mut self, rows: usize) {
+        self.timestamp_ns.reserve(rows);
+        self.source.reserve(rows);
+        self.kind.reserve(rows);
+        self.sensor_end.reserve(rows);
+        self.sensor_text.reserve(rows * 8);
+        self.site.reserve(rows);
+        self.zone.reserve(rows);
+        self.row_hint = self.len() + rows;
+        for col in &mut self.columns {
+            col.values
+                .reserve(self.row_hint.saturating_sub(col.values.len()));
+        }
+    }
+
     /// Empty the batch, keeping allocations.
     pub(crate) fn clear(&mut self) {
         self.timestamp_ns.clear();
@@ -225,6 +257,7 @@ impl ReadingBatch {
         self.canonical_col = [NO_COLUMN; N_CANONICAL];
         self.unknown_col.clear();
         self.order.clear();
+        self.row_hint = 0;
     }
 
     /// The id of an interned site or zone string.
@@ -285,7 +318,7 @@ impl ReadingBatch {
             self.columns.push(Column {
                 name: CANONICAL_FIELDS[index].name.to_owned(),
                 canonical: u8::try_from(index).ok(),
-                values: Vec::new(),
+                values: Vec::with_capacity(self.row_hint.max(row + 1)),
             });
             self.canonical_col[index] = c;
             c
@@ -304,7 +337,7 @@ impl ReadingBatch {
             self.columns.push(Column {
                 name: name.to_owned(),
                 canonical: None,
-                values: Vec::new(),
+                values: Vec::with_capacity(self.row_hint.max(row + 1)),
             });
             self.unknown_col.insert(name.to_owned(), c);
             c

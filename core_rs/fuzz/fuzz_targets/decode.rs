@@ -4,7 +4,9 @@
 //! 3: the text up to the first newline, lossy UTF-8); the rest is split on 0x1E into up to 8
 //! payloads. Besides "never panics", it checks the batch invariants Python relies on: every
 //! input index is accounted for, columns are as long as the batch, sources are in range, reason
-//! codes are the documented ones, and `decode_into` on a reused batch gives the same result.
+//! codes are the documented ones, decoding the payloads together equals decoding each alone
+//! (the decoder's per-call caches change nothing), and `decode_into` on a reused batch gives the
+//! same result.
 #![no_main]
 
 use infrawatch_core::batch::ReadingBatch;
@@ -51,6 +53,20 @@ fuzz_target!(|data: &[u8]| {
         assert!(column.iter().all(|v| !v.is_infinite()));
     }
 
+    // The decoder remembers keys, zones and dates across the messages of a call: decoding the
+    // messages together must give what decoding each alone gives.
+    let mut alone_rows = Vec::new();
+    let mut alone_errors = Vec::new();
+    for (i, p) in payloads.iter().enumerate() {
+        let t = topics.map(|t| &t[i..=i]);
+        let b = decode(&[p], t, 1_769_337_000_000_000_000);
+        alone_rows.extend(rows(&b));
+        alone_errors.extend(b.errors.iter().map(|e| (i, e.reason, e.message.clone())));
+    }
+    assert_eq!(rows(&batch), alone_rows);
+    let together: Vec<_> = batch.errors.iter().map(|e| (e.index, e.reason, e.message.clone())).collect();
+    assert_eq!(together, alone_errors);
+
     // Reusing a batch (the pipeline does) must not leak state from the previous call.
     let mut reused = ReadingBatch::default();
     decode_into(&mut reused, &[b"{\"sensor_id\":\"x\",\"kind\":\"energy\",\"q\":1}"], None, 0);
@@ -67,3 +83,27 @@ fuzz_target!(|data: &[u8]| {
         assert!(va.iter().zip(vb).all(|(x, y)| x.to_bits() == y.to_bits()));
     }
 });
+
+/// Each reading as plain values (its fields with a value, sorted by name, as bits).
+fn rows(b: &ReadingBatch) -> Vec<(String, String, String, String, i64, Vec<(String, u64)>)> {
+    let cols: Vec<(&str, &[f64])> = b.fields().collect();
+    (0..b.len())
+        .map(|i| {
+            // By name: the column order depends on the other readings of the batch.
+            let mut fields: Vec<(String, u64)> = cols
+                .iter()
+                .filter(|(_, c)| !c[i].is_nan())
+                .map(|(n, c)| ((*n).to_owned(), c[i].to_bits()))
+                .collect();
+            fields.sort();
+            (
+                b.sensor_id(i).to_owned(),
+                b.kind(i).as_str().to_owned(),
+                b.site(i).to_owned(),
+                b.zone(i).to_owned(),
+                b.timestamp_ns[i],
+                fields,
+            )
+        })
+        .collect()
+}

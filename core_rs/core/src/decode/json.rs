@@ -50,31 +50,73 @@ impl ValueType {
 
 /// A scanned string: the bytes between the quotes, validated (escapes well formed, UTF-8 valid,
 /// no raw control characters). When `escaped`, [`JStr::unescape_into`] gives the text.
+///
+/// Only this module builds a `JStr` (the fields are private), always from bytes the scanner has
+/// validated: `raw` is valid UTF-8, which [`JStr::plain`] relies on.
 #[derive(Debug, Clone, Copy)]
 pub struct JStr<'a> {
-    pub raw: &'a [u8],
-    pub escaped: bool,
+    raw: &'a [u8],
+    escaped: bool,
 }
 
 impl<'a> JStr<'a> {
-    /// The text when there are no escapes (always valid UTF-8: the scanner checked it).
+    /// The bytes between the quotes, escapes not resolved.
     #[must_use]
+    #[inline(always)]
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+
+    /// Whether the string holds escapes (then [`JStr::unescape_into`] gives its text).
+    #[must_use]
+    #[inline(always)]
+    pub fn escaped(&self) -> bool {
+        self.escaped
+    }
+
+    /// The text when there are no escapes.
+    #[must_use]
+    #[inline(always)]
     pub fn plain(&self) -> Option<&'a str> {
         if self.escaped {
             None
         } else {
-            std::str::from_utf8(self.raw).ok()
+            // SAFETY: a `JStr` is only built by the scanner from a string body it validated as
+            // UTF-8 (`Scanner::string`, or `Scanner::key_literal` from a `KeyLit` that was made
+            // from such a body).
+            Some(unsafe { std::str::from_utf8_unchecked(self.raw) })
         }
     }
 
     /// Append the decoded text to `out` (escapes resolved).
+    #[inline]
     pub fn unescape_into(&self, out: &mut String) {
-        if !self.escaped {
-            out.push_str(std::str::from_utf8(self.raw).unwrap_or(""));
-            return;
+        match self.plain() {
+            Some(text) => out.push_str(text),
+            None => unescape(self.raw, out),
         }
-        unescape(self.raw, out);
     }
+}
+
+/// The bytes of an unescaped key seen before, from after its opening quote up to its value:
+/// the key, its closing quote, the `:` and the whitespace around it (`sensor_id": `), for
+/// [`Scanner::key_literal`]. Only [`Scanner::learn_key`] makes one, from scanned bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyLit {
+    bytes: [u8; 32],
+    /// Bytes to match; 0 for none.
+    len: u8,
+    /// Length of the key itself.
+    key_len: u8,
+}
+
+impl KeyLit {
+    /// Matches no key.
+    pub const NONE: KeyLit = KeyLit {
+        bytes: [0; 32],
+        len: 0,
+        key_len: 0,
+    };
 }
 
 /// A scanned number: its text plus, for the fast paths, up to 19 significant decimal digits
@@ -195,6 +237,35 @@ fn specials16(chunk: &[u8; 16]) -> u32 {
     out
 }
 
+/// Whether the first `len` (≤ 32) bytes of `a` and `b` are equal.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn eq_prefix32(a: &[u8; 32], b: &[u8; 32], len: usize) -> bool {
+    use std::arch::x86_64::{_mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8};
+    #[allow(clippy::cast_sign_loss)]
+    // SAFETY: SSE2 is part of the x86_64 baseline; each unaligned load reads 16 of the 32 bytes
+    // of `a` or `b`.
+    let eq = unsafe {
+        let lo = _mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_loadu_si128(a.as_ptr().cast()),
+            _mm_loadu_si128(b.as_ptr().cast()),
+        )) as u32;
+        let hi = _mm_movemask_epi8(_mm_cmpeq_epi8(
+            _mm_loadu_si128(a.as_ptr().add(16).cast()),
+            _mm_loadu_si128(b.as_ptr().add(16).cast()),
+        )) as u32;
+        u64::from(lo | (hi << 16))
+    };
+    let want = (1u64 << len) - 1;
+    eq & want == want
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+#[inline(always)]
+fn eq_prefix32(a: &[u8; 32], b: &[u8; 32], len: usize) -> bool {
+    a[..len] == b[..len]
+}
+
 /// A cursor over one payload.
 pub struct Scanner<'a> {
     buf: &'a [u8],
@@ -215,6 +286,17 @@ impl<'a> Scanner<'a> {
     #[must_use]
     pub fn pos(&self) -> usize {
         self.pos
+    }
+
+    /// Length of the payload.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.buf.len()
+    }
+
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty()
     }
 
     fn fail<T>(&self, what: &'static str) -> PResult<T> {
@@ -298,8 +380,121 @@ impl<'a> Scanner<'a> {
         }
     }
 
+    /// Consume `{` (the caller has peeked it): true when a key follows (the scanner is then at
+    /// its opening quote, for [`Self::key`] or [`Self::key_literal`]), false for `{}`.
     #[inline(always)]
-    fn key(&mut self) -> PResult<JStr<'a>> {
+    pub fn begin_members(&mut self) -> PResult<bool> {
+        self.enter()?;
+        self.pos += 1;
+        match self.peek() {
+            Some(b'}') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            Some(b'"') => Ok(true),
+            _ => self.fail("expected a key or '}'"),
+        }
+    }
+
+    /// After a member's value: true when another key follows (the scanner is at its opening
+    /// quote), false at the closing `}`.
+    #[inline(always)]
+    pub fn next_member(&mut self) -> PResult<bool> {
+        // Fast path: `,"` or `, "` right after the value (what serializers write).
+        let buf = self.buf;
+        if buf.get(self.pos) == Some(&b',') {
+            match buf.get(self.pos + 1) {
+                Some(b'"') => {
+                    self.pos += 1;
+                    return Ok(true);
+                }
+                Some(b' ') if buf.get(self.pos + 2) == Some(&b'"') => {
+                    self.pos += 2;
+                    return Ok(true);
+                }
+                _ => {}
+            }
+        }
+        match self.peek() {
+            Some(b',') => {
+                self.pos += 1;
+                if self.peek() == Some(b'"') {
+                    Ok(true)
+                } else {
+                    self.fail("expected a key after ','")
+                }
+            }
+            Some(b'}') => {
+                self.pos += 1;
+                self.depth -= 1;
+                Ok(false)
+            }
+            _ => self.fail("expected ',' or '}'"),
+        }
+    }
+
+    /// At a key's opening quote: when the bytes that follow are exactly `lit`'s (a key seen
+    /// before, its `:` and the whitespace up to its value), consume them and return the key.
+    /// Such a key needs no scanning: the literal was a validated, unescaped string body.
+    /// `None` (nothing consumed) when the bytes differ.
+    #[inline(always)]
+    pub fn key_literal(&mut self, lit: &KeyLit) -> PResult<Option<JStr<'a>>> {
+        let len = usize::from(lit.len);
+        if len == 0 {
+            return Ok(None);
+        }
+        let key_len = lit.key_len;
+        let lit = &lit.bytes;
+        let buf = self.buf;
+        let start = self.pos + 1;
+        let same = match buf.get(start..).and_then(<[u8]>::first_chunk::<32>) {
+            Some(chunk) => eq_prefix32(chunk, lit, len),
+            None => buf.get(start..start + len) == lit.get(..len),
+        };
+        if !same {
+            return Ok(None);
+        }
+        let raw = &buf[start..start + usize::from(key_len)];
+        self.pos = start + len;
+        Ok(Some(JStr {
+            raw,
+            escaped: false,
+        }))
+    }
+
+    /// Right after [`Self::key`] scanned `k` from the opening quote at `quote`: skip the
+    /// whitespace before the value and return the literal that [`Self::key_literal`] matches
+    /// next time — `None` when the key holds escapes or the literal would exceed 32 bytes.
+    pub fn learn_key(&mut self, quote: usize, k: &JStr<'a>) -> Option<KeyLit> {
+        self.skip_ws();
+        let body = self.buf.get(quote + 1..self.pos)?;
+        let n = k.raw.len();
+        // The bytes must be the key (a validated string body), its closing quote, then only
+        // whitespace and one ':' — true after `key()`, checked anyway (misses are rare).
+        let shape_ok = !k.escaped
+            && body.len() <= 32
+            && body.get(..n) == Some(k.raw)
+            && body.get(n) == Some(&b'"')
+            && body[n + 1..].iter().filter(|&&b| b == b':').count() == 1
+            && body[n + 1..]
+                .iter()
+                .all(|&b| matches!(b, b':' | b' ' | b'\n' | b'\r' | b'\t'));
+        if !shape_ok {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        bytes[..body.len()].copy_from_slice(body);
+        Some(KeyLit {
+            bytes,
+            len: u8::try_from(body.len()).ok()?,
+            key_len: u8::try_from(n).ok()?,
+        })
+    }
+
+    /// Scan a key (the scanner is at its opening quote) and its `:`.
+    #[inline(always)]
+    pub fn key(&mut self) -> PResult<JStr<'a>> {
         let k = self.string()?;
         if self.peek() != Some(b':') {
             return self.fail("expected ':'");
@@ -357,8 +552,34 @@ impl<'a> Scanner<'a> {
     }
 
     /// Scan a string value (the next non-whitespace byte must be `"`).
-    #[inline]
+    ///
+    /// Inline fast path: a string of plain ASCII closing within the next 16 bytes (the first
+    /// byte needing attention is its closing quote). Anything else goes to the full scan.
+    #[inline(always)]
     pub fn string(&mut self) -> PResult<JStr<'a>> {
+        if self.peek() == Some(b'"') {
+            let buf = self.buf;
+            let start = self.pos + 1;
+            if let Some(chunk) = buf.get(start..).and_then(<[u8]>::first_chunk::<16>) {
+                let special = specials16(chunk);
+                if special != 0 {
+                    let end = start + special.trailing_zeros() as usize;
+                    if buf.get(end) == Some(&b'"') {
+                        self.pos = end + 1;
+                        return Ok(JStr {
+                            raw: &buf[start..end],
+                            escaped: false,
+                        });
+                    }
+                }
+            }
+        }
+        self.string_scan()
+    }
+
+    /// The full string scan behind [`Self::string`].
+    #[inline(never)]
+    fn string_scan(&mut self) -> PResult<JStr<'a>> {
         if self.peek() != Some(b'"') {
             return self.fail("expected a string");
         }
@@ -564,8 +785,19 @@ impl<'a> Scanner<'a> {
     /// exponent: the digits make an integer below 2^53 and the fraction length a power of ten
     /// up to 10^15, both exact doubles, so one IEEE division rounds correctly (Clinger) and the
     /// result is the same bits as the full parser's. Anything else is re-scanned by [`Self::number`].
-    #[inline]
+    #[inline(always)]
     pub fn number_f64(&mut self) -> PResult<f64> {
+        if let Some(v) = self.short_decimal() {
+            return Ok(v);
+        }
+        Ok(self.number()?.to_f64())
+    }
+
+    /// The fast path of [`Self::number_f64`]: a number of at most 15 digits with an optional
+    /// fraction and no exponent, consumed and converted; `None` (nothing consumed) for anything
+    /// else (other numbers, malformed ones, other values).
+    #[inline(always)]
+    pub fn short_decimal(&mut self) -> Option<f64> {
         self.skip_ws();
         let buf = self.buf;
         let start = self.pos;
@@ -580,10 +812,11 @@ impl<'a> Scanner<'a> {
         }
         let int_digits = i - int_start;
         // JSON: at least one digit, and no leading zero before another digit.
-        let int_ok = int_digits > 0 && (buf[int_start] != b'0' || int_digits == 1);
+        if int_digits == 0 || (buf[int_start] == b'0' && int_digits > 1) {
+            return None;
+        }
         let mut frac_digits = 0;
-        let mut frac_ok = true;
-        if int_ok && buf.get(i) == Some(&b'.') {
+        if buf.get(i) == Some(&b'.') {
             i += 1;
             let frac_start = i;
             while let Some(&d @ b'0'..=b'9') = buf.get(i) {
@@ -591,20 +824,56 @@ impl<'a> Scanner<'a> {
                 i += 1;
             }
             frac_digits = i - frac_start;
-            frac_ok = frac_digits > 0;
+            if frac_digits == 0 {
+                return None;
+            }
         }
-        if int_ok
-            && frac_ok
-            && int_digits + frac_digits <= 15
-            && !matches!(buf.get(i), Some(b'e' | b'E'))
+        if int_digits + frac_digits > 15 || matches!(buf.get(i), Some(b'e' | b'E')) {
+            return None;
+        }
+        self.pos = i;
+        #[allow(clippy::cast_precision_loss)] // exact: at most 15 digits, below 2^53
+        let v = mantissa as f64 / POW10[frac_digits];
+        Some(if negative { -v } else { v })
+    }
+
+    /// A number token that is a plain non-negative integer of at most 19 digits (no fraction,
+    /// no exponent), consumed: its value and number of digits. `None` (nothing consumed) for
+    /// any other number and for malformed ones, which [`Self::number`] then scans or rejects.
+    #[inline]
+    pub fn plain_integer(&mut self) -> Option<(u64, u32)> {
+        self.skip_ws();
+        let buf = self.buf;
+        let start = self.pos;
+        let mut i = start;
+        let mut v: u64 = 0;
+        // Eight digits at a time while they last (epoch milliseconds have 13), then one by one.
+        while i - start <= 11 {
+            let Some(chunk) = buf.get(i..).and_then(<[u8]>::first_chunk::<8>) else {
+                break;
+            };
+            let Some(eight) = eight_digits(u64::from_le_bytes(*chunk)) else {
+                break;
+            };
+            v = v * 100_000_000 + eight;
+            i += 8;
+        }
+        while let Some(&d @ b'0'..=b'9') = buf.get(i) {
+            if i - start == 19 {
+                return None;
+            }
+            v = v * 10 + u64::from(d - b'0');
+            i += 1;
+        }
+        let digits = i - start;
+        if digits == 0
+            || (buf[start] == b'0' && digits > 1)
+            || matches!(buf.get(i), Some(b'.' | b'e' | b'E'))
         {
-            self.pos = i;
-            #[allow(clippy::cast_precision_loss)] // exact: at most 15 digits, below 2^53
-            let v = mantissa as f64 / POW10[frac_digits];
-            return Ok(if negative { -v } else { v });
+            return None;
         }
-        self.pos = start;
-        Ok(self.number()?.to_f64())
+        self.pos = i;
+        u32::try_from(digits).ok().map(|d| (v, d))
     }
 
     /// Consume one of the literals `true`, `false`, `null`, `NaN`, `Infinity`, `-Infinity`.
@@ -669,6 +938,21 @@ impl<'a> Scanner<'a> {
     pub fn null(&mut self) -> PResult<()> {
         self.literal().map(|_| ())
     }
+}
+
+/// The value of eight ASCII digits (little-endian word, first digit in the low byte), or
+/// `None` when any byte is not a digit (SWAR, as in simdjson).
+#[inline(always)]
+fn eight_digits(word: u64) -> Option<u64> {
+    let digits = word.wrapping_sub(0x3030_3030_3030_3030);
+    // A byte is a digit when it is >= '0' (no borrow into bit 7) and <= '9' (adding 0x46 does
+    // not reach bit 7).
+    if (word.wrapping_add(0x4646_4646_4646_4646) | digits) & 0x8080_8080_8080_8080 != 0 {
+        return None;
+    }
+    let pairs = (digits.wrapping_mul(10) + (digits >> 8)) & 0x00FF_00FF_00FF_00FF;
+    let quads = (pairs.wrapping_mul(100) + (pairs >> 16)) & 0x0000_FFFF_0000_FFFF;
+    Some((quads.wrapping_mul(10_000) + (quads >> 32)) & 0xFFFF_FFFF)
 }
 
 fn hex4(buf: &[u8], at: usize) -> Option<u32> {
@@ -905,6 +1189,33 @@ mod tests {
             let (x, y) = (a.number_f64(), b.number().map(|n| n.to_f64()));
             assert_eq!(x.map(f64::to_bits), y.map(f64::to_bits), "{s}");
         }
+    }
+
+    #[test]
+    fn eight_digits_matches_the_scalar_parse() {
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..100_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let mut bytes = *format!("{:08}", x % 100_000_000)
+                .as_bytes()
+                .first_chunk::<8>()
+                .unwrap();
+            assert_eq!(
+                eight_digits(u64::from_le_bytes(bytes)),
+                Some(x % 100_000_000)
+            );
+            // Any non-digit byte is refused.
+            let at = (x >> 32) as usize % 8;
+            bytes[at] = [b'/', b':', b'.', b'e', b' ', 0, 0xB0, b'0' + 10][(x >> 40) as usize % 8];
+            assert_eq!(eight_digits(u64::from_le_bytes(bytes)), None, "{bytes:?}");
+        }
+        assert_eq!(
+            eight_digits(u64::from_le_bytes(*b"99999999")),
+            Some(99_999_999)
+        );
+        assert_eq!(eight_digits(u64::from_le_bytes(*b"00000000")), Some(0));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use std::fmt::Write as _;
 
 use crate::batch::{MessageError, ReadingBatch};
 use crate::fields::{Kind, CANONICAL_FIELDS, MAX_FIELDS, MAX_PAYLOAD_BYTES};
-use json::{JStr, PResult, Scanner, ValueType};
+use json::{JStr, KeyLit, PResult, Scanner, ValueType};
 use keys::Key;
 pub use reasons::{Reason, REASON_CODES};
 use topic::{tag_value_ok, Topic};
@@ -62,6 +62,8 @@ pub fn decode_into(
 ) {
     batch.clear();
     batch.messages = payloads.len();
+    // A telemetry message is one reading: size the columns for that (gateways grow them).
+    batch.reserve_rows(payloads.len());
     let mut d = Decoder::new(batch, received_ns);
     for (i, payload) in payloads.iter().enumerate() {
         let topic = match topics {
@@ -187,6 +189,22 @@ struct Ctx<'t> {
     element: Option<usize>,
 }
 
+/// A key seen at some position of an earlier reading: its bytes and closing quote, and what it
+/// resolved to. Readings of one batch mostly repeat their keys in the same order, so the key at
+/// position `n` of a reading is first compared with the one at position `n` of the previous
+/// readings: a match skips the string scan and the key lookup.
+#[derive(Clone, Copy)]
+struct KnownKey {
+    lit: KeyLit,
+    key: Key,
+}
+
+/// Distinct zone spellings remembered per batch (more are looked up in the batch's table).
+const ZONE_CACHE: usize = 8;
+
+/// Key positions remembered per reading (document order, nested sections included).
+const KNOWN_KEYS: usize = 32;
+
 /// A problem with a whole message, found after its JSON was validated.
 type MessageProblem = Option<(Reason, String)>;
 
@@ -197,9 +215,18 @@ struct Decoder<'b> {
     key_buf: String,
     scratch: String,
     last_site: Option<u32>,
-    last_zone_raw: String,
-    last_zone: Option<u32>,
+    /// Zones as spelled in payloads and their interned (upper-cased) ids: a batch has few.
+    zones: Vec<(String, u32)>,
+    /// The ids of `DEFAULT_ZONE` and `DEFAULT_SITE`, once interned.
+    default_zone: Option<u32>,
+    default_site: Option<u32>,
+    /// The last topic site looked up (address and length of the caller's topic text) and its
+    /// id: the readings of a gateway batch share one topic.
+    topic_site: Option<(usize, usize, u32)>,
     dates: timestamp::DateCache,
+    known: [KnownKey; KNOWN_KEYS],
+    /// Position of the next key within the current reading.
+    key_pos: usize,
 }
 
 impl<'b> Decoder<'b> {
@@ -211,9 +238,16 @@ impl<'b> Decoder<'b> {
             key_buf: String::new(),
             scratch: String::new(),
             last_site: None,
-            last_zone_raw: String::new(),
-            last_zone: None,
+            zones: Vec::new(),
+            default_zone: None,
+            default_site: None,
+            topic_site: None,
             dates: timestamp::DateCache::default(),
+            known: [KnownKey {
+                lit: KeyLit::NONE,
+                key: Key::Other,
+            }; KNOWN_KEYS],
+            key_pos: 0,
         }
     }
 
@@ -328,7 +362,13 @@ impl<'b> Decoder<'b> {
             if n >= MAX_GATEWAY_READINGS {
                 sc.skip_value()?; // still validated: invalid JSON wins over too many readings
             } else if sc.peek_type()? == ValueType::Object {
+                let start = sc.pos();
                 self.reading(sc, element)?;
+                if n == 0 {
+                    // Size the columns for elements like the first one.
+                    let per_reading = (sc.pos() - start).max(16);
+                    self.batch.reserve_rows(sc.len() / per_reading);
+                }
             } else {
                 let t = sc.skip_value()?;
                 self.error(
@@ -349,32 +389,57 @@ impl<'b> Decoder<'b> {
 
     /// Resolve a key, unescaping it first when needed.
     fn key(&mut self, k: &JStr<'_>) -> Key {
-        if k.escaped {
+        if k.escaped() {
             self.key_buf.clear();
             k.unescape_into(&mut self.key_buf);
             keys::resolve(self.key_buf.as_bytes())
         } else {
-            keys::resolve(k.raw)
+            keys::resolve(k.raw())
         }
+    }
+
+    /// The next key of the reading (the scanner is at its opening quote) and what it means:
+    /// compared first with the key at the same position of the previous readings.
+    #[inline(always)]
+    fn member_key<'a>(&mut self, sc: &mut Scanner<'a>) -> PResult<(JStr<'a>, Key)> {
+        let n = self.key_pos;
+        self.key_pos = n + 1;
+        if let Some(known) = self.known.get(n) {
+            if let Some(k) = sc.key_literal(&known.lit)? {
+                return Ok((k, known.key));
+            }
+        }
+        let quote = sc.pos();
+        let k = sc.key()?;
+        let key = self.key(&k);
+        if let Some(slot) = self.known.get_mut(n) {
+            if let Some(lit) = sc.learn_key(quote, &k) {
+                *slot = KnownKey { lit, key };
+            }
+        }
+        Ok((k, key))
     }
 
     /// Parse one reading object and append it to the batch (or record its error).
     fn reading<'a>(&mut self, sc: &mut Scanner<'a>, ctx: Ctx<'_>) -> PResult<()> {
         self.draft.reset();
-        let mut next = sc.begin_object()?;
-        while let Some(k) = next {
-            let key = self.key(&k);
+        self.key_pos = 0;
+        // The payload's sensor_id when it is a plain string (else it is in `draft.sensor`).
+        let mut sensor: Option<&'a str> = None;
+        let mut more = sc.begin_members()?;
+        while more {
+            let (k, key) = self.member_key(sc)?;
             let bit = key.reserved_bit();
             if bit != 0 {
                 if self.draft.reserved_seen & bit != 0 {
                     self.draft.fail(Reason::DuplicateField, || {
-                        format!("key {} given twice", show(k.raw))
+                        format!("key {} given twice", show(k.raw()))
                     });
                 }
                 self.draft.reserved_seen |= bit;
             }
             match key {
-                Key::SensorId => self.sensor_id(sc, ctx)?,
+                Key::SensorId => sensor = self.sensor_id(sc, ctx)?,
                 Key::Kind => self.kind(sc, ctx)?,
                 Key::Site => self.site(sc, ctx)?,
                 Key::Zone => self.zone(sc)?,
@@ -386,18 +451,22 @@ impl<'b> Decoder<'b> {
                 Key::Field(i) => self.canonical(sc, usize::from(i), &k)?,
                 Key::Other => self.unknown(sc, &k)?,
             }
-            next = sc.next_key()?;
+            more = sc.next_member()?;
         }
-        self.complete(&ctx);
+        self.complete(&ctx, sensor);
         Ok(())
     }
 
     /// A value that is not stored (location, gateway_id, last_calibration): any JSON will do,
     /// but Python's NaN/Infinity tokens are still refused.
     fn ignored(&mut self, sc: &mut Scanner<'_>, k: &JStr<'_>) -> PResult<()> {
+        if sc.peek() == Some(b'"') {
+            sc.string()?;
+            return Ok(());
+        }
         if sc.skip_value()? == ValueType::NonFinite {
             self.draft.fail(Reason::BadValue, || {
-                format!("{} holds NaN or Infinity", show(k.raw))
+                format!("{} holds NaN or Infinity", show(k.raw()))
             });
         }
         Ok(())
@@ -424,12 +493,20 @@ impl<'b> Decoder<'b> {
         }
     }
 
-    fn sensor_id(&mut self, sc: &mut Scanner<'_>, ctx: Ctx<'_>) -> PResult<()> {
+    /// The payload's `sensor_id`, checked. A plain string is returned as a slice of the payload
+    /// (no copy); other forms are copied into the draft (`Ok(None)`).
+    #[inline(always)]
+    fn sensor_id<'a>(&mut self, sc: &mut Scanner<'a>, ctx: Ctx<'_>) -> PResult<Option<&'a str>> {
         let d = &mut self.draft;
         d.sensor.clear();
+        let mut borrowed = None;
         match sc.peek_type()? {
             ValueType::String => {
-                sc.string()?.unescape_into(&mut d.sensor);
+                let s = sc.string()?;
+                match s.plain() {
+                    Some(text) => borrowed = Some(text),
+                    None => s.unescape_into(&mut d.sensor),
+                }
                 d.has_sensor = true;
             }
             ValueType::Number => {
@@ -441,7 +518,7 @@ impl<'b> Decoder<'b> {
                             show(n.raw)
                         )
                     });
-                    return Ok(());
+                    return Ok(None);
                 }
                 // JSON integers have no leading zeros: the text is the canonical decimal form.
                 d.sensor.push_str(std::str::from_utf8(n.raw).unwrap_or(""));
@@ -449,71 +526,85 @@ impl<'b> Decoder<'b> {
             }
             ValueType::Null => {
                 sc.null()?;
-                return Ok(());
+                return Ok(None);
             }
             t => {
                 sc.skip_value()?;
                 d.fail(Reason::BadSensorId, || {
                     format!("sensor_id is {}, not a string or integer", t.name())
                 });
-                return Ok(());
+                return Ok(None);
             }
         }
-        if !tag_value_ok(&d.sensor) {
+        let text: &str = borrowed.unwrap_or(&d.sensor);
+        if !tag_value_ok(text) {
             first_error(&mut d.error, Reason::BadSensorId, || {
                 format!(
                     "sensor_id {} must be 1 to 128 bytes without control characters or backslash",
-                    show(d.sensor.as_bytes())
+                    show(text.as_bytes())
                 )
             });
         } else if let Some(Topic::Telemetry { sensor_id, .. }) = ctx.topic {
-            if d.sensor != sensor_id {
+            if text != sensor_id {
                 first_error(&mut d.error, Reason::SensorMismatch, || {
                     format!(
                         "payload sensor_id {} differs from the topic's {}",
-                        show(d.sensor.as_bytes()),
+                        show(text.as_bytes()),
                         show(sensor_id.as_bytes())
                     )
                 });
             }
         }
-        Ok(())
+        Ok(borrowed)
     }
 
+    #[inline(always)]
     fn kind(&mut self, sc: &mut Scanner<'_>, ctx: Ctx<'_>) -> PResult<()> {
-        let got = self.string_value(sc)?;
-        let d = &mut self.draft;
-        match got {
-            Ok(false) => {}
-            Err(t) => d.fail(Reason::UnknownKind, || {
-                format!("kind is {}, not a string", t.name())
-            }),
-            Ok(true) => {
-                self.scratch.make_ascii_lowercase();
-                match Kind::parse(&self.scratch) {
-                    None => d.fail(Reason::UnknownKind, || {
-                        format!(
-                            "kind {} is not water_flow, water_quality or energy",
-                            show(self.scratch.as_bytes())
-                        )
-                    }),
-                    Some(k) => {
-                        if let Some(Topic::Telemetry { kind, .. }) = ctx.topic {
-                            if k != kind {
-                                d.fail(Reason::KindMismatch, || {
-                                    format!(
-                                        "payload kind {} differs from the topic's {}",
-                                        k.as_str(),
-                                        kind.as_str()
-                                    )
-                                });
-                            }
-                        }
-                        d.kind = Some(k);
+        let k = match sc.peek_type()? {
+            ValueType::String => {
+                let s = sc.string()?;
+                // Usually spelled exactly; otherwise matched after ASCII lower-casing.
+                if let Some(k) = s.plain().and_then(Kind::parse) {
+                    k
+                } else {
+                    self.scratch.clear();
+                    s.unescape_into(&mut self.scratch);
+                    self.scratch.make_ascii_lowercase();
+                    if let Some(k) = Kind::parse(&self.scratch) {
+                        k
+                    } else {
+                        self.draft.fail(Reason::UnknownKind, || {
+                            format!(
+                                "kind {} is not water_flow, water_quality or energy",
+                                show(self.scratch.as_bytes())
+                            )
+                        });
+                        return Ok(());
                     }
                 }
             }
+            ValueType::Null => return sc.null(),
+            t => {
+                sc.skip_value()?;
+                self.draft.fail(Reason::UnknownKind, || {
+                    format!("kind is {}, not a string", t.name())
+                });
+                return Ok(());
+            }
+        };
+        let d = &mut self.draft;
+        if let Some(Topic::Telemetry { kind, .. }) = ctx.topic {
+            if k != kind {
+                d.fail(Reason::KindMismatch, || {
+                    format!(
+                        "payload kind {} differs from the topic's {}",
+                        k.as_str(),
+                        kind.as_str()
+                    )
+                });
+            }
         }
+        d.kind = Some(k);
         Ok(())
     }
 
@@ -552,6 +643,7 @@ impl<'b> Decoder<'b> {
         Ok(())
     }
 
+    #[inline(always)]
     fn zone(&mut self, sc: &mut Scanner<'_>) -> PResult<()> {
         let got = self.string_value(sc)?;
         let d = &mut self.draft;
@@ -578,24 +670,32 @@ impl<'b> Decoder<'b> {
         Ok(())
     }
 
+    #[inline(always)]
     fn timestamp(&mut self, sc: &mut Scanner<'_>) -> PResult<()> {
         let parsed = match sc.peek_type()? {
             ValueType::String => {
                 let s = sc.string()?;
-                let text = if s.escaped {
+                let text = if s.escaped() {
                     self.scratch.clear();
                     s.unescape_into(&mut self.scratch);
                     self.scratch.as_bytes()
                 } else {
-                    s.raw
+                    s.raw()
                 };
                 timestamp::parse_rfc3339_cached(text, &mut self.dates)
                     .map_err(|why| format!("timestamp {}: {why}", show(text)))
             }
             ValueType::Number => {
-                let n = sc.number()?;
-                timestamp::from_epoch_number(&n)
-                    .map_err(|why| format!("timestamp {}: {why}", show(n.raw)))
+                if let Some((v, digits)) = sc.plain_integer() {
+                    // The token's text is the integer's decimal form (JSON has no leading zeros).
+                    timestamp::from_epoch_integer(v, digits).map_err(|why| {
+                        format!("timestamp {}: {why}", show(v.to_string().as_bytes()))
+                    })
+                } else {
+                    let n = sc.number()?;
+                    timestamp::from_epoch_number(&n)
+                        .map_err(|why| format!("timestamp {}: {why}", show(n.raw)))
+                }
             }
             ValueType::Null => {
                 sc.null()?;
@@ -621,25 +721,30 @@ impl<'b> Decoder<'b> {
             t => {
                 sc.skip_value()?;
                 self.draft.fail(Reason::BadValue, || {
-                    format!("{} is {}, not an object", show(name.raw), t.name())
+                    format!("{} is {}, not an object", show(name.raw()), t.name())
                 });
                 return Ok(());
             }
         }
-        let mut next = sc.begin_object()?;
-        while let Some(k) = next {
-            match self.key(&k) {
+        let mut more = sc.begin_members()?;
+        while more {
+            let (k, key) = self.member_key(sc)?;
+            match key {
                 Key::Field(i) => self.canonical(sc, usize::from(i), &k)?,
                 Key::LastCalibration if metadata => self.ignored(sc, &k)?,
                 _ => self.unknown(sc, &k)?,
             }
-            next = sc.next_key()?;
+            more = sc.next_member()?;
         }
         Ok(())
     }
 
     /// A measurement value: `Ok(Ok(Some(v)))` finite, `Ok(Ok(None))` null, `Ok(Err(why))` refused.
+    #[inline(always)]
     fn value(sc: &mut Scanner<'_>) -> PResult<Result<Option<f64>, &'static str>> {
+        if let Some(v) = sc.short_decimal() {
+            return Ok(Ok(Some(v)));
+        }
         match sc.peek_type()? {
             ValueType::Number => {
                 let v = sc.number_f64()?;
@@ -676,6 +781,7 @@ impl<'b> Decoder<'b> {
         true
     }
 
+    #[inline(always)]
     fn canonical(&mut self, sc: &mut Scanner<'_>, i: usize, k: &JStr<'_>) -> PResult<()> {
         let v = Self::value(sc)?;
         let d = &mut self.draft;
@@ -683,10 +789,10 @@ impl<'b> Decoder<'b> {
             return Ok(());
         }
         let bit = 1u32 << i;
-        let name = CANONICAL_FIELDS[i].name;
+        let name = CANONICAL_FIELDS.get(i).map_or("", |f| f.name);
         if d.canonical_mask & bit != 0 {
             d.fail(Reason::DuplicateField, || {
-                format!("{} is field {name} given twice", show(k.raw))
+                format!("{} is field {name} given twice", show(k.raw()))
             });
             return Ok(());
         }
@@ -701,7 +807,7 @@ impl<'b> Decoder<'b> {
             }
             Ok(None) => d.canonical[i] = f64::NAN,
             Err(why) => d.fail(Reason::BadValue, || {
-                format!("measurement {} ({name}) is {why}", show(k.raw))
+                format!("measurement {} ({name}) is {why}", show(k.raw()))
             }),
         }
         Ok(())
@@ -718,14 +824,14 @@ impl<'b> Decoder<'b> {
         d.names[start..].make_ascii_lowercase();
         if let Some(why) = keys::unknown_name_problem(&d.names[start..]) {
             d.fail(Reason::BadFieldName, || {
-                format!("field name {} {why}", show(k.raw))
+                format!("field name {} {why}", show(k.raw()))
             });
             return Ok(());
         }
         let dup = (0..d.unknown.len()).any(|j| d.unknown_name(j) == &d.names[start..]);
         if dup {
             d.fail(Reason::DuplicateField, || {
-                format!("field {} given twice", show(k.raw))
+                format!("field {} given twice", show(k.raw()))
             });
             return Ok(());
         }
@@ -742,14 +848,14 @@ impl<'b> Decoder<'b> {
                 d.values += usize::from(value.is_some());
             }
             Err(why) => d.fail(Reason::BadValue, || {
-                format!("measurement {} is {why}", show(k.raw))
+                format!("measurement {} is {why}", show(k.raw()))
             }),
         }
         Ok(())
     }
 
     /// The whole-object checks, then append the reading or record its error.
-    fn complete(&mut self, ctx: &Ctx<'_>) {
+    fn complete(&mut self, ctx: &Ctx<'_>, payload_sensor: Option<&str>) {
         let telemetry = match ctx.topic {
             Some(Topic::Telemetry {
                 sensor_id, kind, ..
@@ -775,20 +881,23 @@ impl<'b> Decoder<'b> {
         }
         let Some(kind) = kind else { return };
         let site = match ctx.topic {
-            Some(t) => self.site_id(t.site()),
+            Some(t) => self.topic_site_id(t.site()),
             None if d.has_site => {
                 let site = std::mem::take(&mut self.draft.site);
                 let id = self.site_id(&site);
                 self.draft.site = site;
                 id
             }
-            None => self.site_id(DEFAULT_SITE),
+            None => match self.default_site {
+                Some(id) => id,
+                None => *self.default_site.insert(self.batch.intern(DEFAULT_SITE)),
+            },
         };
         let zone = self.zone_id();
         let d = &self.draft;
         let sensor = match telemetry {
             Some((s, _)) => s,
-            None => d.sensor.as_str(),
+            None => payload_sensor.unwrap_or(d.sensor.as_str()),
         };
         let ts = d.timestamp_ns.unwrap_or(self.received_ns);
         let source = i32::try_from(ctx.index).unwrap_or(i32::MAX);
@@ -810,6 +919,20 @@ impl<'b> Decoder<'b> {
         }
     }
 
+    /// [`Self::site_id`] for a site that is a slice of a topic. Topics are borrowed for the
+    /// whole call, so the same address and length mean the same text.
+    fn topic_site_id(&mut self, site: &str) -> u32 {
+        let at = (site.as_ptr() as usize, site.len());
+        if let Some((p, n, id)) = self.topic_site {
+            if (p, n) == at {
+                return id;
+            }
+        }
+        let id = self.site_id(site);
+        self.topic_site = Some((at.0, at.1, id));
+        id
+    }
+
     fn site_id(&mut self, site: &str) -> u32 {
         if let Some(id) = self.last_site {
             if self.batch.interned_str(id) == site {
@@ -823,24 +946,25 @@ impl<'b> Decoder<'b> {
 
     /// The interned, upper-cased zone of the draft (or the default).
     fn zone_id(&mut self) -> u32 {
-        let raw = if self.draft.has_zone {
-            self.draft.zone.as_str()
-        } else {
-            DEFAULT_ZONE
-        };
-        if let Some(id) = self.last_zone {
-            if self.last_zone_raw == raw {
-                return id;
-            }
+        if !self.draft.has_zone {
+            return match self.default_zone {
+                Some(id) => id,
+                None => *self.default_zone.insert(self.batch.intern(DEFAULT_ZONE)),
+            };
+        }
+        let raw = self.draft.zone.as_str();
+        if let Some(&(_, id)) = self.zones.iter().find(|(z, _)| z == raw) {
+            return id;
         }
         let id = if raw.bytes().any(|b| b.is_ascii_lowercase() || !b.is_ascii()) {
             self.batch.intern(&raw.to_uppercase())
         } else {
             self.batch.intern(raw)
         };
-        self.last_zone_raw.clear();
-        self.last_zone_raw.push_str(raw);
-        self.last_zone = Some(id);
+        if self.zones.len() == ZONE_CACHE {
+            self.zones.pop();
+        }
+        self.zones.push((raw.to_owned(), id));
         id
     }
 }

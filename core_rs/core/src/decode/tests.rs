@@ -377,3 +377,141 @@ fn agrees_with_serde_json_on_validity() {
         assert_eq!(mine_ok, serde_ok, "{s}");
     }
 }
+
+/// Readings as plain values, for comparing batches decoded in different groupings.
+fn rows(b: &ReadingBatch) -> Vec<String> {
+    let cols: Vec<(&str, &[f64])> = b.fields().collect();
+    (0..b.len())
+        .map(|i| {
+            let mut r = format!(
+                "{} {:?} {} {} {} |",
+                b.sensor_id(i),
+                b.kind(i),
+                b.site(i),
+                b.zone(i),
+                b.timestamp_ns[i]
+            );
+            // By name: the column order depends on the other readings of the batch.
+            let mut fields: Vec<String> = cols
+                .iter()
+                .filter(|(_, col)| !col[i].is_nan())
+                .map(|(name, col)| format!(" {name}={:?}", col[i]))
+                .collect();
+            fields.sort();
+            r.push_str(&fields.concat());
+            r
+        })
+        .collect()
+}
+
+#[test]
+fn remembered_keys_never_change_a_result() {
+    // The decoder compares each key with the one at the same position of earlier readings:
+    // decoding messages together must give what decoding each alone gives, whatever the keys
+    // of the previous messages were (same keys, near misses, escapes, case, spacing).
+    let variants = [
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "ts": 1769337000}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 2.5, "ts": 1769337001}"#,
+        r#"{"sensor_id":"S1","kind":"energy","kwh":3,"ts":1769337002}"#,
+        r#"{"sensor_id" :  "S1" , "kind"	:"energy", "kwh" : 4, "ts": 1769337003}"#,
+        r#"{"sensor_idx": "S1", "kind": "energy", "kwh": 1.5}"#,
+        r#"{"sensor_i": "S1", "kind": "energy", "kwh": 1.5}"#,
+        r#"{"Sensor_Id": "S1", "KIND": "Energy", "KWH": 1.5}"#,
+        r#"{"sensor\u005fid": "S1", "kind": "energy", "k\u0077h": 1.5}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "kwh": 2}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kWh": 1.5, "energy_kwh": 2}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": "1.5"}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh"}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh":: 1.5}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh" 1.5}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "measurements": {"kwh": 1, "voltage": 230}}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "measurements": {"kwh": 1, "voltage_x": 230}}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "measurements": {"kwh": 1, "sensor_id": 230}}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "a_very_long_unknown_field_name_xyz": 1}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "a_very_long_unknown_field_name_xyw": 1}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "é": 1}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "éé": 1}"#,
+        r#"[{"sensor_id": "S1", "kind": "energy", "kwh": 1}, {"sensor_id": "S2", "kind": "energy", "kwh": 2}]"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "zone": "a", "site": "b"}"#,
+        r#"{"sensor_id": "S1", "kind": "energy", "kwh": 1.5, "facility_zone": "a", "zone": "b"}"#,
+    ];
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    for _ in 0..300 {
+        let mut msgs = Vec::new();
+        for _ in 0..12 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            msgs.push(variants[(x % variants.len() as u64) as usize].as_bytes());
+        }
+        let together = decode(&msgs, None, NOW);
+        let mut want_rows = Vec::new();
+        let mut want_errors = Vec::new();
+        for (i, m) in msgs.iter().enumerate() {
+            let alone = decode(&[m], None, NOW);
+            want_rows.extend(rows(&alone));
+            want_errors.extend(
+                alone
+                    .errors
+                    .iter()
+                    .map(|e| (i, e.reason, e.message.clone())),
+            );
+        }
+        assert_eq!(rows(&together), want_rows);
+        let got: Vec<_> = together
+            .errors
+            .iter()
+            .map(|e| (e.index, e.reason, e.message.clone()))
+            .collect();
+        assert_eq!(got, want_errors);
+    }
+}
+
+#[test]
+fn many_zones_in_one_batch() {
+    // More distinct zone spellings than the decoder remembers, repeated and in mixed case.
+    let msgs: Vec<String> = (0..120)
+        .map(|i| {
+            let z = i * 7 % 20;
+            let zone = if i % 3 == 0 {
+                format!("zone{z}")
+            } else {
+                format!("ZONE{z}")
+            };
+            let key = if i % 2 == 0 { "zone" } else { "facility_zone" };
+            format!(r#"{{"sensor_id": "S{i}", "kind": "energy", "{key}": "{zone}", "kwh": {i}}}"#)
+        })
+        .chain(std::iter::once(
+            r#"{"sensor_id": "D", "kind": "energy", "kwh": 1}"#.to_owned(),
+        ))
+        .collect();
+    let payloads: Vec<&[u8]> = msgs.iter().map(|m| m.as_bytes()).collect();
+    let b = decode(&payloads, None, NOW);
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    for i in 0..120 {
+        assert_eq!(b.zone(i), format!("ZONE{}", i * 7 % 20), "{i}");
+    }
+    assert_eq!(b.zone(120), DEFAULT_ZONE);
+    let mut distinct: Vec<&str> = (0..b.len()).map(|i| b.zone(i)).collect();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 21);
+    assert_eq!(b.interned().len(), 22); // the 21 zones and the default site
+}
+
+#[test]
+fn gateway_sites_follow_their_topics() {
+    let g = r#"[{"sensor_id": "a", "kind": "energy", "kwh": 1}, {"sensor_id": "b", "kind": "energy", "kwh": 2}]"#;
+    let topics = [
+        "infrawatch/p1/gateway/g/batch",
+        "infrawatch/p2/gateway/g/batch",
+        "infrawatch/p1/gateway/g/batch",
+        "infrawatch/p2/water_flow/S1/telemetry",
+    ];
+    let payloads: [&[u8]; 4] = [g.as_bytes(), g.as_bytes(), g.as_bytes(), br#"{"flow": 1}"#];
+    let b = decode(&payloads, Some(&topics), NOW);
+    assert!(b.errors.is_empty(), "{:?}", b.errors);
+    let sites: Vec<&str> = (0..b.len()).map(|i| b.site(i)).collect();
+    assert_eq!(sites, ["p1", "p1", "p2", "p2", "p1", "p1", "p2"]);
+}

@@ -200,6 +200,22 @@ pub fn from_epoch_number(n: &Num<'_>) -> Result<i64, TsError> {
     i64::try_from(ns).map_err(|_| RANGE)
 }
 
+/// [`from_epoch_number`] for a plain non-negative integer token (no fraction, no exponent) of
+/// `digits` ≤ 19 digits whose value is `v`: the same result (and the same error when out of
+/// range), in 64-bit arithmetic.
+#[inline]
+pub fn from_epoch_integer(v: u64, digits: u32) -> Result<i64, TsError> {
+    let scale: u32 = match digits {
+        ..=11 => 9,
+        12..=14 => 6,
+        15..=17 => 3,
+        _ => 0,
+    };
+    v.checked_mul(10u64.pow(scale))
+        .and_then(|ns| i64::try_from(ns).ok())
+        .ok_or(RANGE)
+}
+
 /// The decimal value of a number token as (digits, power of ten), exactly; at most 38
 /// significant digits (more cannot be a sensible timestamp).
 fn exact_digits(raw: &[u8]) -> Result<(u128, i32), TsError> {
@@ -297,6 +313,49 @@ mod tests {
     fn epoch(s: &str) -> Result<i64, TsError> {
         let mut sc = Scanner::new(s.as_bytes());
         from_epoch_number(&sc.number().unwrap())
+    }
+
+    #[test]
+    fn the_integer_fast_path_agrees_with_the_general_one() {
+        let mut x: u64 = 0x853C_49E6_748F_EA9B;
+        let mut cases: Vec<String> = [
+            "0",
+            "1",
+            "99999999999",
+            "100000000000",
+            "99999999999999",
+            "100000000000000",
+            "99999999999999999",
+            "100000000000000000",
+            "9223372036854775807",
+            "9223372036854775808",
+            "9999999999999999999",
+            "9223372036",
+            "9223372037",
+            "9223372036854",
+            "9223372036855",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect();
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let digits = (x % 19 + 1) as u32;
+            cases.push((x % 10u64.pow(digits)).to_string());
+        }
+        for s in cases {
+            let mut sc = Scanner::new(s.as_bytes());
+            let (v, d) = sc.plain_integer().expect("plain");
+            assert_eq!(sc.pos(), s.len());
+            assert_eq!(from_epoch_integer(v, d), epoch(&s), "{s}");
+        }
+        for s in ["01", "1.5", "1e3", "-1", "12345678901234567890", "", "x"] {
+            let mut sc = Scanner::new(s.as_bytes());
+            assert_eq!(sc.plain_integer(), None, "{s}");
+            assert_eq!(sc.pos(), 0);
+        }
     }
 
     #[test]

@@ -26,6 +26,30 @@ impl<'t> Topic<'t> {
     }
 }
 
+/// Per byte: bit 0 when it is printable ASCII other than `\\` (a tag value may hold it without a
+/// closer look), bit 1 when it is also not `+` or `#` (likewise for a topic segment).
+static PLAIN: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut b = 0x20;
+    while b < 0x7f {
+        if b != b'\\' as usize {
+            t[b] = if b == b'+' as usize || b == b'#' as usize {
+                1
+            } else {
+                3
+            };
+        }
+        b += 1;
+    }
+    t
+};
+
+/// Whether `s` is 1..=128 bytes whose every byte has `bit` in [`PLAIN`].
+#[inline]
+fn plain(s: &str, bit: u8) -> bool {
+    !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| PLAIN[b as usize] & bit != 0)
+}
+
 /// Whether `s` can be stored as an InfluxDB tag value and shown safely: 1..=128 bytes, no control
 /// characters and no backslash (line protocol escaping of a trailing backslash is ambiguous).
 #[must_use]
@@ -34,7 +58,7 @@ pub fn tag_value_ok(s: &str) -> bool {
         return false;
     }
     // Fast path: printable ASCII (0x20..=0x7E) except the backslash.
-    if s.bytes().all(|b| (0x20..0x7f).contains(&b) && b != b'\\') {
+    if plain(s, 1) {
         return true;
     }
     !s.chars().any(|c| c == '\\' || c.is_control())
@@ -95,7 +119,8 @@ pub fn parse(topic: &str) -> Result<Topic<'_>, TopicError> {
     if root != "infrawatch" {
         return Err(bad("does not start with infrawatch/"));
     }
-    let segment_ok = |s: &str| tag_value_ok(s) && !s.contains(['+', '#']);
+    // Fast path: printable ASCII without `\\`, `+` or `#`.
+    let segment_ok = |s: &str| plain(s, 2) || (tag_value_ok(s) && !s.contains(['+', '#']));
     if !segment_ok(site) {
         return Err(bad("has an invalid site"));
     }
@@ -173,5 +198,27 @@ mod tests {
         ] {
             assert_eq!(code(t), Reason::BadTopic, "{t:?}");
         }
+    }
+}
+
+#[cfg(test)]
+mod plain_tests {
+    use super::*;
+
+    #[test]
+    fn plain_table_matches_its_definition() {
+        for b in 0..=255u8 {
+            let printable = (0x20..0x7f).contains(&b) && b != b'\\';
+            assert_eq!(PLAIN[b as usize] & 1 != 0, printable, "{b}");
+            assert_eq!(
+                PLAIN[b as usize] & 2 != 0,
+                printable && b != b'+' && b != b'#',
+                "{b}"
+            );
+        }
+        assert!(tag_value_ok("a+b") && !tag_value_ok("a\\b") && tag_value_ok("é"));
+        assert!(parse("infrawatch/p+/water_flow/S1/telemetry").is_err());
+        assert!(parse("infrawatch/pé/water_flow/S1/telemetry").is_ok());
+        assert!(parse("infrawatch/pé#/water_flow/S1/telemetry").is_err());
     }
 }
