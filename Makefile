@@ -38,6 +38,7 @@ bench: setup ## pytest-benchmark suites (release build)
 
 .PHONY: fuzz
 fuzz: ## run the decoder fuzz target for FUZZ_SECONDS (default 600)
+	@command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 	cd core_rs/fuzz && mkdir -p corpus/decode && RUSTC_BOOTSTRAP=1 cargo fuzz run --fuzz-dir . decode corpus/decode seeds -- \
 		-dict=decode.dict -max_total_time=$${FUZZ_SECONDS:-600}
 
