@@ -13,6 +13,7 @@
 
 mod artifact;
 mod contrib;
+mod flat;
 mod model;
 mod predict;
 
@@ -116,6 +117,9 @@ pub struct Ensemble {
     leaf_values: Vec<f64>,
     /// n_internal_total × width: the value of each split node (for contributions).
     node_values: Vec<f64>,
+    /// The scoring layout of float32 models, derived from the arrays above by [`Self::validate`]
+    /// (`None` for float64 models, which use the generic walk).
+    flat: Option<flat::Flat>,
 }
 
 impl Ensemble {
@@ -135,6 +139,7 @@ impl Ensemble {
             nodes,
             leaf_values,
             node_values,
+            flat: None,
         };
         e.validate()?;
         Ok(e)
@@ -306,7 +311,21 @@ impl Ensemble {
             info.feature_names.len(),
             info.width,
             n_out,
-        )
+        )?;
+        self.flat = match &self.nodes {
+            Nodes::F32(nodes) => flat::build(
+                &self.trees,
+                nodes,
+                &self.leaf_values,
+                &self.node_values,
+                info.feature_names.len(),
+                info.width,
+                n_out,
+                &info.aggregation,
+            ),
+            Nodes::F64(_) => None,
+        };
+        Ok(())
     }
 
     fn check_input(&self, x: &[f64], n_rows: usize) -> Result<(), TreeError> {

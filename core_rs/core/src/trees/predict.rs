@@ -31,6 +31,10 @@ impl Ensemble {
             Aggregation::Boosting { scale, .. } => Some(*scale),
             _ => None,
         };
+        if let Some(flat) = &self.flat {
+            flat.accumulate(x, &mut acc);
+            return Ok(acc);
+        }
         let nf = self.n_features();
         let rows_per_block = (BLOCK_VALUES / nf).clamp(1, 256);
         let ctx = Ctx {

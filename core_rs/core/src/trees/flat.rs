@@ -1,0 +1,793 @@
+//! The scoring layout of float32 ensembles, built from the compiled arrays at construction and
+//! at load (the artifact keeps the compact arrays of `model.rs`).
+//!
+//! Rows are scored a block at a time from a *transposed* float32 copy of the block
+//! (`xt[f * block + r]`), so a walk reads feature `f` of the `k`-th row of a lane group at
+//! `base + f * block + k`: every node stores its feature as that byte offset, and the `L` lanes
+//! of a group differ only by a constant displacement. The lane state is then just `L` node
+//! offsets, which stay in registers.
+//!
+//! Nodes are 16 bytes, `{threshold, feature offset, false child, leaf index}`, each tree in
+//! pre-order with the true child right after its parent, children as byte offsets. A leaf is a
+//! node with a NaN threshold (the comparison is false) whose false child is itself, so a walk of
+//! `depth` branch-free steps always ends on its leaf and needs no "already at a leaf" test; a
+//! step is five instructions (feature offset, threshold, compare with the row's value, next
+//! offset, conditional move).
+//!
+//! NaN routing without a NaN test: a comparison with NaN is false, so `x <= t` sends NaN to the
+//! *false* child. A node whose NaN goes right keeps `x <= t` (true → left). A node whose NaN goes
+//! left is rewritten as `−x <= −next_up(t)` (true exactly when `x > t`, for every float32 `x`)
+//! with true → right, false → left; it reads the feature from a second, negated copy of the
+//! block (`xt[(n_features + f) * block + r] = −x`). Both forms give the same child as
+//! scikit-learn's `x <= t` on the float32-cast input, NaN included, so rows with and without NaN
+//! take one code path.
+
+use std::cell::RefCell;
+
+use super::model::{Node, TreeMeta, MISSING_LEFT};
+use super::Aggregation;
+
+/// Walks advanced together. Enough independent chains to cover the latency of a step (node
+/// load → feature load → compare → select), few enough for the offsets to stay in registers.
+pub(crate) const LANES: usize = 8;
+
+/// Split or leaf node of the scoring layout. The true child of a split node is the next node
+/// (pre-order, true child first); a leaf has a NaN threshold (every comparison false) and
+/// itself as false child.
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[repr(C, align(16))]
+pub(crate) struct FNode {
+    /// `x <= thr` takes the next node; NaN for leaves.
+    thr: f32,
+    /// Byte offset of the feature's column in the transposed block (0 for leaves).
+    feat: u32,
+    /// Byte offset of the child taken when the comparison is false (NaN goes here).
+    f_child: u32,
+    /// The leaf index (leaves only).
+    leaf: u32,
+}
+
+const NODE: usize = std::mem::size_of::<FNode>();
+
+/// The scoring layout plus what contributions need.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Flat {
+    nodes: Vec<FNode>,
+    /// Per tree: root byte offset, step count, first output slot.
+    roots: Vec<u32>,
+    depth: Vec<u32>,
+    out: Vec<u32>,
+    /// Offset of a spare leaf with zero deltas: the walk of a lane that has no tree.
+    pad: u32,
+    /// Leaf values (× the boosting scale, the product scikit-learn adds), n_leaves × width.
+    values: Vec<f64>,
+    width: usize,
+    n_out: usize,
+    nf: usize,
+    /// Rows per block (the column stride of the transposed block).
+    block: usize,
+    /// Whether some node reads the negated copy.
+    neg: bool,
+    /// Per node: the plain feature index (0 for leaves).
+    cfeat: Vec<u32>,
+    /// Per node and leaf-value slot `k`: (true-child delta, false-child delta), × scale;
+    /// zeros for leaves. `[(node * width + k) * 2 + {0: true, 1: false}]`.
+    cdelta: Vec<f64>,
+    /// Per output slot: init + Σ_t scale · root value (the contribution bias before dividing).
+    bias: Vec<f64>,
+    /// Forests and isolation forests divide sums by the tree count.
+    divide: Option<f64>,
+}
+
+/// The smallest float32 above `t` (`t` not NaN, not +inf).
+fn next_up(t: f32) -> f32 {
+    if t == f32::NEG_INFINITY {
+        return -f32::MAX;
+    }
+    if t == 0.0 {
+        return f32::from_bits(1);
+    }
+    let b = t.to_bits();
+    if t > 0.0 {
+        f32::from_bits(b + 1)
+    } else {
+        f32::from_bits(b - 1)
+    }
+}
+
+/// Build the layout from validated float32 arrays; `None` when sizes overflow the 32-bit
+/// offsets (the generic walk is used then).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn build(
+    trees: &[TreeMeta],
+    nodes: &[Node<f32>],
+    leaf_values: &[f64],
+    node_values: &[f64],
+    nf: usize,
+    width: usize,
+    n_out: usize,
+    aggregation: &Aggregation,
+) -> Option<Flat> {
+    let block = (4096 / nf).clamp(LANES, 512) / LANES * LANES;
+    let n_total = nodes.len() + leaf_values.len() / width;
+    // every byte offset must fit in u32
+    if n_total.checked_mul(NODE)? >= u32::MAX as usize
+        || (2 * nf).checked_mul(block)?.checked_mul(4)? >= u32::MAX as usize
+        || nf.checked_mul(LANES * 8)? >= u32::MAX as usize
+    {
+        return None;
+    }
+    let (scale, init) = match aggregation {
+        Aggregation::Boosting { scale, init, .. } => (*scale, Some(init.as_slice())),
+        _ => (1.0, None),
+    };
+    #[allow(clippy::cast_precision_loss)]
+    let divide = match aggregation {
+        Aggregation::Boosting { .. } => None,
+        _ => Some(trees.len() as f64),
+    };
+    let value = |c: i32| -> &[f64] {
+        if c >= 0 {
+            let i = c as usize;
+            &node_values[i * width..(i + 1) * width]
+        } else {
+            let l = (!c) as usize;
+            &leaf_values[l * width..(l + 1) * width]
+        }
+    };
+    let mut f = Flat {
+        nodes: Vec::with_capacity(n_total),
+        roots: Vec::with_capacity(trees.len()),
+        depth: trees.iter().map(|t| t.depth).collect(),
+        out: trees.iter().map(|t| t.output).collect(),
+        values: leaf_values.iter().map(|&v| scale * v).collect(),
+        width,
+        n_out,
+        nf,
+        block,
+        neg: false,
+        cfeat: Vec::with_capacity(n_total),
+        cdelta: Vec::with_capacity(n_total * width * 2),
+        bias: init.map_or_else(|| vec![0.0; n_out], <[f64]>::to_vec),
+        divide,
+        pad: 0,
+    };
+    #[allow(clippy::cast_possible_truncation)]
+    let off = |i: usize| (i * NODE) as u32;
+    for t in trees {
+        for (k, v) in value(t.root).iter().enumerate() {
+            f.bias[t.output as usize + k] += scale * v;
+        }
+        // pre-order; (compact id, slot of the parent's child field to patch)
+        let mut stack = vec![(t.root, None::<(usize, bool)>)];
+        let mut first = true;
+        while let Some((c, parent)) = stack.pop() {
+            let me = f.nodes.len();
+            if first {
+                f.roots.push(off(me));
+                first = false;
+            }
+            match parent {
+                Some((p, true)) => debug_assert_eq!(p + 1, me),
+                Some((p, false)) => f.nodes[p].f_child = off(me),
+                None => {}
+            }
+            if c < 0 {
+                f.nodes.push(FNode {
+                    thr: f32::NAN,
+                    feat: 0,
+                    f_child: off(me),
+                    leaf: (!c) as u32,
+                });
+                f.cfeat.push(0);
+                f.cdelta.extend(std::iter::repeat_n(0.0, 2 * width));
+                continue;
+            }
+            let n = nodes[c as usize];
+            let feat = n.feature & !MISSING_LEFT;
+            let ml = n.feature & MISSING_LEFT != 0;
+            let (thr, col, t_c, f_c) = if ml {
+                f.neg = true;
+                // x > t  ⇔  −x <= −next_up(t); nothing is above +inf (NaN: always false)
+                let thr = if n.threshold == f32::INFINITY {
+                    f32::NAN
+                } else {
+                    -next_up(n.threshold)
+                };
+                (thr, nf + feat as usize, n.right, n.left)
+            } else {
+                (n.threshold, feat as usize, n.left, n.right)
+            };
+            #[allow(clippy::cast_possible_truncation)]
+            f.nodes.push(FNode {
+                thr,
+                feat: (col * block * 4) as u32,
+                f_child: 0,
+                leaf: 0,
+            });
+            #[allow(clippy::cast_possible_truncation)]
+            f.cfeat.push((feat as usize * LANES * 8) as u32);
+            let (pv, tv, fv) = (value(c), value(t_c), value(f_c));
+            for k in 0..width {
+                f.cdelta.push(scale * (tv[k] - pv[k]));
+                f.cdelta.push(scale * (fv[k] - pv[k]));
+            }
+            // pre-order: true child first (popped first), then false child
+            stack.push((f_c, Some((me, false))));
+            stack.push((t_c, Some((me, true))));
+        }
+    }
+    // the spare leaf (leaf index 0: a valid index, its value is never used)
+    let me = f.nodes.len();
+    f.pad = off(me);
+    f.nodes.push(FNode {
+        thr: f32::NAN,
+        feat: 0,
+        f_child: off(me),
+        leaf: 0,
+    });
+    f.cfeat.push(0);
+    f.cdelta.extend(std::iter::repeat_n(0.0, 2 * width));
+    Some(f)
+}
+
+thread_local! {
+    /// The transposed block (reused across calls: no allocation per call).
+    static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+    /// Per-lane contribution sums of one lane group.
+    static CSCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
+/// `if v <= thr { t } else { f }` without a branch. A walk step's direction is a coin flip, so
+/// a branch mispredicts half the time; LLVM's x86 backend turns a select in this load-dependent
+/// loop into exactly such a branch (and sees through arithmetic masks), hence the two
+/// instructions spelled out on x86-64. NaN compares unordered: `f`.
+#[inline(always)]
+fn step(v: f32, thr: f32, t: usize, f: usize) -> usize {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut r = f;
+        // SAFETY: a register compare and a conditional register move; no memory, no stack.
+        // `ucomiss thr, v` leaves CF clear exactly when thr >= v and neither is NaN.
+        unsafe {
+            std::arch::asm!(
+                "ucomiss {thr}, {v}",
+                "cmovae {r}, {t}",
+                thr = in(xmm_reg) thr,
+                v = in(xmm_reg) v,
+                t = in(reg) t,
+                r = inout(reg) r,
+                options(pure, nomem, nostack),
+            );
+        }
+        r
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        if v <= thr {
+            t
+        } else {
+            f
+        }
+    }
+}
+
+/// Offsets reached after `depth` steps of `L` lock-step walks starting at `offs`; lane `k` reads
+/// its features at `xr + feature offset + k * LANE_STRIDE` bytes.
+///
+/// # Safety
+/// `nodes` is a [`Flat`] node array and every `offs[k]` a node offset of it (so every child is
+/// too), and every feature offset plus `(L - 1) * LANE_STRIDE` (+ 4) bytes from `xr` is inside
+/// one allocation. A walk that reaches its leaf before `depth` steps stays there.
+#[inline(always)]
+unsafe fn walk<const L: usize, const LANE_STRIDE: usize>(
+    nodes: *const u8,
+    offs: [u32; L],
+    depth: u32,
+    xr: *const u8,
+) -> [u32; L] {
+    let mut offs = offs.map(|o| o as usize);
+    for _ in 0..depth {
+        for (k, o) in offs.iter_mut().enumerate() {
+            // SAFETY: per the contract, `o` is a node offset and the feature read is in the block;
+            // a split node's true child is the next node.
+            unsafe {
+                let n = &*nodes.add(*o).cast::<FNode>();
+                let v = xr
+                    .add(n.feat as usize + k * LANE_STRIDE)
+                    .cast::<f32>()
+                    .read();
+                *o = step(v, n.thr, *o + NODE, n.f_child as usize);
+            }
+        }
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    offs.map(|o| o as u32)
+}
+
+impl Flat {
+    /// Transpose (and negate, if needed) rows `x` (`nb` ≤ block rows) into `xt`, cast to float32
+    /// the way scikit-learn casts (round to nearest, overflow to ±inf).
+    fn transpose(&self, x: &[f64], xt: &mut [f32]) {
+        let (nf, b) = (self.nf, self.block);
+        for (r, row) in x.chunks_exact(nf).enumerate() {
+            for (f, &v) in row.iter().enumerate() {
+                #[allow(clippy::cast_possible_truncation)]
+                let v = v as f32;
+                xt[f * b + r] = v;
+                if self.neg {
+                    xt[(nf + f) * b + r] = -v;
+                }
+            }
+        }
+    }
+
+    fn with_scratch<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
+        let need = 2 * self.nf * self.block;
+        SCRATCH.with_borrow_mut(|s| {
+            if s.len() < need {
+                s.resize(need, 0.0);
+            }
+            f(&mut s[..need])
+        })
+    }
+
+    /// Add every tree's (scaled) leaf values into `acc` (n_rows × n_out), each row's trees in
+    /// model order (scikit-learn's summation order: the sums are bit-identical).
+    pub fn accumulate(&self, x: &[f64], acc: &mut [f64]) {
+        let nf = self.nf;
+        let n_rows = x.len() / nf;
+        assert_eq!(acc.len(), n_rows * self.n_out);
+        self.with_scratch(|xt| {
+            for (xb, ab) in x
+                .chunks(self.block * nf)
+                .zip(acc.chunks_mut(self.block * self.n_out))
+            {
+                self.transpose(xb, xt);
+                let nb = xb.len() / nf;
+                if nb < LANES {
+                    for r in 0..nb {
+                        self.row_by_trees(xt, r, &mut ab[r * self.n_out..(r + 1) * self.n_out]);
+                    }
+                } else {
+                    self.block_by_rows(xt, nb, ab);
+                }
+            }
+        });
+    }
+
+    /// Trees outer, groups of `LANES` rows inner.
+    fn block_by_rows(&self, xt: &[f32], nb: usize, ab: &mut [f64]) {
+        match self.width {
+            1 => self.block_by_rows_w::<1>(xt, nb, ab),
+            2 => self.block_by_rows_w::<2>(xt, nb, ab),
+            _ => self.block_by_rows_w::<0>(xt, nb, ab),
+        }
+    }
+
+    /// [`Self::block_by_rows`] for `W` values per leaf (0: `self.width`).
+    #[inline(always)]
+    fn block_by_rows_w<const W: usize>(&self, xt: &[f32], nb: usize, ab: &mut [f64]) {
+        let w = if W == 0 { self.width } else { W };
+        let n_out = self.n_out;
+        let nodes = self.nodes.as_ptr().cast::<u8>();
+        assert!(xt.len() >= 2 * self.nf * self.block && nb <= self.block);
+        assert!(w == self.width && ab.len() >= nb * n_out);
+        let (acc, vals) = (ab.as_mut_ptr(), self.values.as_ptr());
+        for (t, &root) in self.roots.iter().enumerate() {
+            let (depth, o) = (self.depth[t], self.out[t] as usize);
+            assert!(o + w <= n_out);
+            for g in (0..nb).step_by(LANES) {
+                // SAFETY: roots and children are offsets of `nodes` (built together); a feature
+                // offset is < 2·nf·block·4 bytes and g + LANES ≤ block, so every read is inside
+                // xt (asserted above). Lanes past nb read stale rows; their results are dropped.
+                let leaf = unsafe {
+                    walk::<LANES, 4>(nodes, [root; LANES], depth, xt.as_ptr().add(g).cast())
+                };
+                for (k, &lo) in leaf.iter().enumerate().take(nb - g) {
+                    // SAFETY: `lo` is a leaf's offset, whose leaf index is < n_leaves
+                    // (validated), and values holds n_leaves × w; row g + k < nb and
+                    // o + w ≤ n_out, so the slots are inside ab (asserted above).
+                    unsafe {
+                        let l = (*nodes.add(lo as usize).cast::<FNode>()).leaf as usize;
+                        let a = acc.add((g + k) * n_out + o);
+                        let v = vals.add(l * w);
+                        for j in 0..w {
+                            *a.add(j) += *v.add(j);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// One row (column `r` of the block) through `LANES` trees at a time.
+    fn row_by_trees(&self, xt: &[f32], r: usize, a: &mut [f64]) {
+        let w = self.width;
+        let nodes = self.nodes.as_ptr().cast::<u8>();
+        assert!(xt.len() >= 2 * self.nf * self.block && r < self.block);
+        let n_trees = self.roots.len();
+        for g in (0..n_trees).step_by(LANES) {
+            let end = (g + LANES).min(n_trees);
+            let offs = std::array::from_fn(|k| self.roots.get(g + k).map_or(self.pad, |&o| o));
+            let depth = self.depth[g..end].iter().copied().max().unwrap_or(0);
+            // SAFETY: as in block_by_rows, with one row (displacement 0) for every lane.
+            let leaf = unsafe { walk::<LANES, 0>(nodes, offs, depth, xt.as_ptr().add(r).cast()) };
+            for (k, &lo) in leaf.iter().enumerate().take(end - g) {
+                let l = self.nodes[lo as usize / NODE].leaf as usize;
+                let o = self.out[g + k] as usize;
+                if w == 1 {
+                    a[o] += self.values[l];
+                } else {
+                    for (d, &v) in a[o..o + w].iter_mut().zip(&self.values[l * w..(l + 1) * w]) {
+                        *d += v;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Saabas contributions of rows `x` to accumulated output slot `col`, row-major
+    /// n_rows × (n_features + 1), bias last; divided by the tree count for forests.
+    pub fn contributions_column(&self, x: &[f64], col: usize, out: &mut [f64]) {
+        let nf = self.nf;
+        let n_rows = x.len() / nf;
+        assert!(col < self.n_out && out.len() == n_rows * (nf + 1));
+        // trees that add into `col`; validation makes their value slot the same (forests: every
+        // tree covers all outputs; boosting and isolation: one value per leaf)
+        let trees: Vec<usize> = (0..self.roots.len())
+            .filter(|&t| {
+                let o = self.out[t] as usize;
+                o <= col && col < o + self.width
+            })
+            .collect();
+        let k = trees.first().map_or(0, |&t| col - self.out[t] as usize);
+        debug_assert!(trees.iter().all(|&t| col - self.out[t] as usize == k));
+        let bias = self.divide.map_or(self.bias[col], |n| self.bias[col] / n);
+        self.with_scratch(|xt| {
+            CSCRATCH.with_borrow_mut(|cs| {
+                cs.clear();
+                cs.resize(nf * LANES, 0.0);
+                for (xb, ob) in x
+                    .chunks(self.block * nf)
+                    .zip(out.chunks_mut(self.block * (nf + 1)))
+                {
+                    self.transpose(xb, xt);
+                    let nb = xb.len() / nf;
+                    if nb < LANES {
+                        for r in 0..nb {
+                            self.contrib_row_by_trees(
+                                xt,
+                                r,
+                                &trees,
+                                k,
+                                cs,
+                                &mut ob[r * (nf + 1)..],
+                            );
+                        }
+                    } else {
+                        for g in (0..nb).step_by(LANES) {
+                            cs.iter_mut().for_each(|v| *v = 0.0);
+                            for &t in &trees {
+                                // SAFETY: as in block_by_rows.
+                                unsafe {
+                                    self.contrib_walk::<4>(
+                                        xt,
+                                        g,
+                                        [self.roots[t]; LANES],
+                                        self.depth[t],
+                                        k,
+                                        cs,
+                                    );
+                                }
+                            }
+                            for k in 0..LANES.min(nb - g) {
+                                let o = &mut ob[(g + k) * (nf + 1)..(g + k + 1) * (nf + 1)];
+                                for (f, d) in o[..nf].iter_mut().enumerate() {
+                                    *d = cs[f * LANES + k];
+                                }
+                            }
+                        }
+                    }
+                }
+            });
+        });
+        for o in out.chunks_exact_mut(nf + 1) {
+            if let Some(n) = self.divide {
+                o[..nf].iter_mut().for_each(|v| *v /= n);
+            }
+            o[nf] = bias;
+        }
+    }
+
+    /// One row through groups of `LANES` trees (all adding into value slot `k`); the lanes'
+    /// sums are added at the end.
+    fn contrib_row_by_trees(
+        &self,
+        xt: &[f32],
+        r: usize,
+        trees: &[usize],
+        k: usize,
+        cs: &mut [f64],
+        o: &mut [f64],
+    ) {
+        let nf = self.nf;
+        cs.iter_mut().for_each(|v| *v = 0.0);
+        for g in trees.chunks(LANES) {
+            // lanes without a tree walk the spare leaf, adding zeros
+            let offs = std::array::from_fn(|j| g.get(j).map_or(self.pad, |&t| self.roots[t]));
+            let depth = g.iter().map(|&t| self.depth[t]).max().unwrap_or(0);
+            // SAFETY: as in row_by_trees.
+            unsafe { self.contrib_walk::<0>(xt, r, offs, depth, k, cs) };
+        }
+        for (f, d) in o[..nf].iter_mut().enumerate() {
+            *d = cs[f * LANES..(f + 1) * LANES].iter().sum();
+        }
+    }
+
+    /// `LANES` walks from `offs` for `depth` steps, adding each step's delta (value slot `k`)
+    /// into `cs[feature * LANES + lane]`. Lane `j` reads its row at displacement
+    /// `j * LANE_STRIDE` bytes from column `r` of the block.
+    ///
+    /// # Safety
+    /// As [`walk`]: offsets from this layout, `r + LANES ≤ block` when LANE_STRIDE > 0, r < block.
+    #[inline(always)]
+    unsafe fn contrib_walk<const LANE_STRIDE: usize>(
+        &self,
+        xt: &[f32],
+        r: usize,
+        offs: [u32; LANES],
+        depth: u32,
+        k: usize,
+        cs: &mut [f64],
+    ) {
+        let span = if LANE_STRIDE > 0 { LANES } else { 1 };
+        assert!(xt.len() >= 2 * self.nf * self.block && r + span <= self.block);
+        assert!(cs.len() >= self.nf * LANES && k < self.width);
+        let nodes = self.nodes.as_ptr().cast::<u8>();
+        let xr = unsafe { xt.as_ptr().add(r).cast::<u8>() };
+        let cfeat = self.cfeat.as_ptr();
+        let cdelta = unsafe { self.cdelta.as_ptr().add(2 * k) };
+        let acc = cs.as_mut_ptr().cast::<u8>();
+        let w2 = 2 * self.width;
+        let mut offs = offs.map(|o| o as usize);
+        for _ in 0..depth {
+            for (j, o) in offs.iter_mut().enumerate() {
+                // SAFETY: node offsets and feature offsets as in `walk`; cfeat/cdelta have one
+                // entry (of 2·width) per node; cfeat offsets are < nf·LANES·8 bytes.
+                unsafe {
+                    let i = *o / NODE;
+                    let n = &*nodes.add(*o).cast::<FNode>();
+                    let v = xr
+                        .add(n.feat as usize + j * LANE_STRIDE)
+                        .cast::<f32>()
+                        .read();
+                    // the delta index from the comparison bit (a load, never a branch)
+                    let go = v <= n.thr;
+                    let d = *cdelta.add(i * w2 + usize::from(!go));
+                    let a = acc.add(*cfeat.add(i) as usize + j * 8).cast::<f64>();
+                    *a += d;
+                    *o = step(v, n.thr, *o + NODE, n.f_child as usize);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::trees::model::tests::Lcg;
+    use crate::trees::model::{leaf, Nodes};
+    use crate::trees::testutil::info;
+    use crate::trees::{Ensemble, Link, TreeSpec};
+
+    /// Values that sit on every edge of the float32 cast and comparison.
+    fn edge(g: &mut Lcg) -> f64 {
+        const E: [f64; 14] = [
+            0.0,
+            -0.0,
+            f64::INFINITY,
+            f64::NEG_INFINITY,
+            f64::NAN,
+            1e30,
+            -1e30,
+            3.4028235e38,
+            -3.4028235e38,
+            1e-45,
+            -1e-45,
+            0.1,
+            -0.1,
+            0.5,
+        ];
+        match g.next() % 4 {
+            0 => E[(g.next() % 14) as usize],
+            _ => ((g.next() % 21) as f64 - 10.0) / 20.0,
+        }
+    }
+
+    /// A random tree whose thresholds and inputs share the edge values (and the grid around 0).
+    fn tree(g: &mut Lcg, nf: usize, width: usize, depth: u32, output: usize) -> TreeSpec {
+        let mut s = TreeSpec {
+            children_left: vec![],
+            children_right: vec![],
+            feature: vec![],
+            threshold: vec![],
+            missing_left: vec![],
+            value: vec![],
+            count: vec![],
+            fill_internal: false,
+            output,
+        };
+        fn grow(g: &mut Lcg, s: &mut TreeSpec, nf: usize, w: usize, depth: u32) -> i64 {
+            let i = s.children_left.len();
+            s.children_left.push(-1);
+            s.children_right.push(-1);
+            s.feature.push(-2);
+            s.threshold.push(-2.0);
+            s.missing_left.push(false);
+            for _ in 0..w {
+                s.value.push((g.next() % 1000) as f64 / 7.0 - 50.0);
+            }
+            s.count.push(1.0);
+            if depth > 0 && g.next() % 6 != 0 {
+                s.feature[i] = (g.next() % nf as u64) as i64;
+                let mut t = edge(g);
+                while t.is_nan() {
+                    t = edge(g);
+                }
+                s.threshold[i] = t;
+                s.missing_left[i] = g.next() % 2 == 0;
+                let l = grow(g, s, nf, w, depth - 1);
+                let r = grow(g, s, nf, w, depth - 1);
+                s.children_left[i] = l;
+                s.children_right[i] = r;
+            }
+            i as i64
+        }
+        grow(g, &mut s, nf, width, depth);
+        s
+    }
+
+    fn models(g: &mut Lcg, nf: usize) -> Vec<Ensemble> {
+        let n_trees = 1 + (g.next() % 19) as usize;
+        let depth = |g: &mut Lcg| (g.next() % 10) as u32;
+        let forest: Vec<_> = (0..n_trees)
+            .map(|_| {
+                let d = depth(g);
+                tree(g, nf, 3, d, 0)
+            })
+            .collect();
+        let binary: Vec<_> = (0..n_trees)
+            .map(|_| {
+                let d = depth(g);
+                tree(g, nf, 2, d, 0)
+            })
+            .collect();
+        let boost: Vec<_> = (0..n_trees)
+            .map(|t| {
+                let d = depth(g);
+                tree(g, nf, 1, d, t % 3)
+            })
+            .collect();
+        let boosting = Aggregation::Boosting {
+            init: vec![0.1, -0.2, 0.3],
+            scale: 0.1,
+            link: Link::Softmax,
+            zero_is_positive: false,
+        };
+        let iso = Aggregation::Isolation {
+            average_path_length_max_samples: 3.0,
+            offset: -0.5,
+        };
+        let single: Vec<_> = boost
+            .iter()
+            .map(|t| TreeSpec {
+                output: 0,
+                ..t.clone()
+            })
+            .collect();
+        vec![
+            Ensemble::new(info(nf, 3, Aggregation::Mean, Some(3)), &forest).unwrap(),
+            Ensemble::new(info(nf, 2, Aggregation::Mean, Some(2)), &binary).unwrap(),
+            Ensemble::new(info(nf, 1, boosting, Some(3)), &boost).unwrap(),
+            Ensemble::new(info(nf, 1, iso, None), &single).unwrap(),
+        ]
+    }
+
+    /// The flat walk lands every row in the leaf the compact walk (sklearn's rule on the
+    /// float32-cast row) does, NaN, ±inf, ±0, subnormals and threshold ties included, and sums
+    /// in the same order (bit-identical), for row counts on both sides of the lane count and
+    /// past a block.
+    #[test]
+    fn flat_scoring_matches_compact_walk() {
+        let mut g = Lcg(11);
+        for case in 0..60 {
+            let nf = 1 + case % 4;
+            for e in models(&mut g, nf) {
+                let flat = e.flat.as_ref().unwrap();
+                let Nodes::F32(nodes) = &e.nodes else {
+                    panic!()
+                };
+                let n_rows = match case % 3 {
+                    0 => 1 + (g.next() % 7) as usize,
+                    1 => 8 + (g.next() % 60) as usize,
+                    _ => flat.block + (g.next() % 20) as usize,
+                };
+                let x: Vec<f64> = (0..n_rows * nf).map(|_| edge(&mut g)).collect();
+                let got = e.accumulate(&x, n_rows).unwrap();
+                let (w, n_out) = (e.info.width, e.n_outputs());
+                let mut want = match &e.info.aggregation {
+                    Aggregation::Boosting { init, .. } => init.repeat(n_rows),
+                    _ => vec![0.0; n_rows * n_out],
+                };
+                let scale = match &e.info.aggregation {
+                    Aggregation::Boosting { scale, .. } => *scale,
+                    _ => 1.0,
+                };
+                for r in 0..n_rows {
+                    let row: Vec<f32> = x[r * nf..(r + 1) * nf].iter().map(|&v| v as f32).collect();
+                    for t in &e.trees {
+                        let l = leaf(nodes, t.root, &row);
+                        for k in 0..w {
+                            want[r * n_out + t.output as usize + k] +=
+                                scale * e.leaf_values[l * w + k];
+                        }
+                    }
+                }
+                let bits = |v: &[f64]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&want), "case {case} {}", e.info.width);
+            }
+        }
+    }
+
+    /// Contributions from the lane walks equal the one-row walk: bit for bit when rows are the
+    /// lanes, to rounding when one row's trees are, and per column as in the full array.
+    #[test]
+    fn flat_contributions_match_generic() {
+        let mut g = Lcg(12);
+        for case in 0..60 {
+            let nf = 1 + case % 4;
+            for e in models(&mut g, nf) {
+                let n_rows = if case % 2 == 0 {
+                    1 + (g.next() % 7) as usize
+                } else {
+                    8 + (g.next() % 40) as usize
+                };
+                let x: Vec<f64> = (0..n_rows * nf).map(|_| edge(&mut g)).collect();
+                let got = e.contributions(&x, n_rows).unwrap();
+                let want = e.contributions_generic(&x, n_rows).unwrap();
+                assert_eq!(got.len(), want.len());
+                for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+                    if n_rows >= LANES {
+                        assert_eq!(a.to_bits(), b.to_bits(), "case {case} at {i}: {a} {b}");
+                    } else {
+                        assert!(
+                            (a - b).abs() <= 1e-12 * b.abs().max(1.0),
+                            "case {case}: {a} {b}"
+                        );
+                    }
+                }
+                let m = e.contribution_outputs();
+                for c in 0..m {
+                    let col = e.contributions_column(&x, n_rows, c).unwrap();
+                    for (a, b) in col.iter().zip(got.iter().skip(c).step_by(m)) {
+                        assert_eq!(a.to_bits(), b.to_bits());
+                    }
+                }
+                assert!(e.contributions_column(&x, n_rows, m).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn next_up_edges() {
+        assert_eq!(next_up(f32::NEG_INFINITY), -f32::MAX);
+        assert_eq!(next_up(f32::MAX), f32::INFINITY);
+        assert_eq!(next_up(0.0), f32::from_bits(1));
+        assert_eq!(next_up(-0.0), f32::from_bits(1));
+        assert_eq!(next_up(-f32::from_bits(1)), -0.0);
+        assert_eq!(next_up(1.0), 1.000_000_1);
+        assert_eq!(next_up(-1.0), -0.999_999_94);
+    }
+}
