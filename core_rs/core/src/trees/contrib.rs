@@ -3,6 +3,7 @@
 //! the model output in its accumulation space (forest mean / probability, boosting raw score,
 //! isolation mean path length Σ_t(depth + c(n) − 1)/n_trees).
 
+use super::flat::{self, Flat};
 use super::model::{Node, Nodes, Thr, MISSING_LEFT};
 use super::{Aggregation, Ensemble, TreeError};
 
@@ -23,11 +24,11 @@ impl Ensemble {
         let n_rep = self.contribution_outputs();
         let mut out = vec![0.0; n_rows * (nf + 1) * n_rep];
         if n_rep == 1 {
-            flat.contributions_column(x, self.reported_slot(0), &mut out);
+            self.flat_column(flat, x, self.reported_slot(0), &mut out);
         } else {
             let mut one = vec![0.0; n_rows * (nf + 1)];
             for c in 0..n_rep {
-                flat.contributions_column(x, self.reported_slot(c), &mut one);
+                self.flat_column(flat, x, self.reported_slot(c), &mut one);
                 for (o, &v) in out.iter_mut().skip(c).step_by(n_rep).zip(&one) {
                     *o = v;
                 }
@@ -83,7 +84,7 @@ impl Ensemble {
             )));
         }
         if let Some(flat) = &self.flat {
-            flat.contributions_column(x, self.reported_slot(column), out);
+            self.flat_column(flat, x, self.reported_slot(column), out);
         } else {
             let all = self.contributions_generic(x, n_rows)?;
             for (o, &v) in out.iter_mut().zip(all.iter().skip(column).step_by(n_rep)) {
@@ -91,6 +92,30 @@ impl Ensemble {
             }
         }
         Ok(())
+    }
+
+    /// The flat layout's contributions to accumulated slot `slot` (its path table is built
+    /// from the compact arrays on first use).
+    fn flat_column(&self, flat: &Flat, x: &[f64], slot: usize, out: &mut [f64]) {
+        let scale = match &self.info.aggregation {
+            Aggregation::Boosting { scale, .. } => *scale,
+            _ => 1.0,
+        };
+        let Nodes::F32(nodes) = &self.nodes else {
+            unreachable!("the flat layout exists only for float32 models")
+        };
+        let w = self.info.width;
+        flat.contributions_column(x, slot, out, || {
+            flat::paths(
+                &self.trees,
+                nodes,
+                &self.leaf_values,
+                &self.node_values,
+                w,
+                scale,
+                slot,
+            )
+        });
     }
 
     /// The accumulated output slot of reported contribution output `c`.

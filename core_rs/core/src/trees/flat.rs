@@ -23,6 +23,7 @@
 //! take one code path.
 
 use std::cell::RefCell;
+use std::sync::OnceLock;
 
 use super::model::{Node, TreeMeta, MISSING_LEFT};
 use super::Aggregation;
@@ -68,11 +69,10 @@ pub(crate) struct Flat {
     block: usize,
     /// Whether some node reads the negated copy.
     neg: bool,
-    /// Per node: the plain feature index (0 for leaves).
-    cfeat: Vec<u32>,
-    /// Per node and leaf-value slot `k`: (true-child delta, false-child delta), × scale;
-    /// zeros for leaves. `[(node * width + k) * 2 + {0: true, 1: false}]`.
-    cdelta: Vec<f64>,
+    /// Per tree: its first (global) leaf index.
+    leaf_start: Vec<u32>,
+    /// Per accumulated output: the contribution table, built on first use.
+    paths: Vec<OnceLock<Paths>>,
     /// Per output slot: init + Σ_t scale · root value (the contribution bias before dividing).
     bias: Vec<f64>,
     /// Forests and isolation forests divide sums by the tree count.
@@ -146,8 +146,8 @@ pub(crate) fn build(
         nf,
         block,
         neg: false,
-        cfeat: Vec::with_capacity(n_total),
-        cdelta: Vec::with_capacity(n_total * width * 2),
+        leaf_start: trees.iter().map(|t| t.leaf_start).collect(),
+        paths: (0..n_out).map(|_| OnceLock::new()).collect(),
         bias: init.map_or_else(|| vec![0.0; n_out], <[f64]>::to_vec),
         divide,
         pad: 0,
@@ -179,8 +179,6 @@ pub(crate) fn build(
                     f_child: off(me),
                     leaf: (!c) as u32,
                 });
-                f.cfeat.push(0);
-                f.cdelta.extend(std::iter::repeat_n(0.0, 2 * width));
                 continue;
             }
             let n = nodes[c as usize];
@@ -205,13 +203,6 @@ pub(crate) fn build(
                 f_child: 0,
                 leaf: 0,
             });
-            #[allow(clippy::cast_possible_truncation)]
-            f.cfeat.push((feat as usize * LANES * 8) as u32);
-            let (pv, tv, fv) = (value(c), value(t_c), value(f_c));
-            for k in 0..width {
-                f.cdelta.push(scale * (tv[k] - pv[k]));
-                f.cdelta.push(scale * (fv[k] - pv[k]));
-            }
             // pre-order: true child first (popped first), then false child
             stack.push((f_c, Some((me, false))));
             stack.push((t_c, Some((me, true))));
@@ -226,16 +217,12 @@ pub(crate) fn build(
         f_child: off(me),
         leaf: 0,
     });
-    f.cfeat.push(0);
-    f.cdelta.extend(std::iter::repeat_n(0.0, 2 * width));
     Some(f)
 }
 
 thread_local! {
     /// The transposed block (reused across calls: no allocation per call).
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-    /// Per-lane contribution sums of one lane group.
-    static CSCRATCH: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
 }
 
 /// `if v <= thr { t } else { f }` without a branch. A walk step's direction is a coin flip, so
@@ -246,16 +233,17 @@ thread_local! {
 fn step(v: f32, thr: f32, t: usize, f: usize) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        let mut r = f;
+        let mut r = t;
         // SAFETY: a register compare and a conditional register move; no memory, no stack.
-        // `ucomiss thr, v` leaves CF clear exactly when thr >= v and neither is NaN.
+        // `ucomiss thr, v` sets CF exactly when thr < v or either is NaN. (`r` starts as `t` so
+        // a walk's offset can stay in one register across steps.)
         unsafe {
             std::arch::asm!(
                 "ucomiss {thr}, {v}",
-                "cmovae {r}, {t}",
+                "cmovb {r}, {f}",
                 thr = in(xmm_reg) thr,
                 v = in(xmm_reg) v,
-                t = in(reg) t,
+                f = in(reg) f,
                 r = inout(reg) r,
                 options(pure, nomem, nostack),
             );
@@ -428,70 +416,39 @@ impl Flat {
     }
 
     /// Saabas contributions of rows `x` to accumulated output slot `col`, row-major
-    /// n_rows × (n_features + 1), bias last; divided by the tree count for forests.
-    pub fn contributions_column(&self, x: &[f64], col: usize, out: &mut [f64]) {
+    /// n_rows × (n_features + 1), bias last; divided by the tree count for forests. The rows
+    /// are walked like [`Self::accumulate`]; each leaf's root path (precomputed by `paths`,
+    /// once per output) is then added in path order, so every row's sums are in the one-row
+    /// walk's order and bit-identical to it.
+    pub fn contributions_column(
+        &self,
+        x: &[f64],
+        col: usize,
+        out: &mut [f64],
+        paths: impl FnOnce() -> Paths,
+    ) {
         let nf = self.nf;
         let n_rows = x.len() / nf;
         assert!(col < self.n_out && out.len() == n_rows * (nf + 1));
-        // trees that add into `col`; validation makes their value slot the same (forests: every
-        // tree covers all outputs; boosting and isolation: one value per leaf)
-        let trees: Vec<usize> = (0..self.roots.len())
-            .filter(|&t| {
-                let o = self.out[t] as usize;
-                o <= col && col < o + self.width
-            })
-            .collect();
-        let k = trees.first().map_or(0, |&t| col - self.out[t] as usize);
-        debug_assert!(trees.iter().all(|&t| col - self.out[t] as usize == k));
-        let bias = self.divide.map_or(self.bias[col], |n| self.bias[col] / n);
+        let p = self.paths[col].get_or_init(paths);
+        out.iter_mut().for_each(|v| *v = 0.0);
         self.with_scratch(|xt| {
-            CSCRATCH.with_borrow_mut(|cs| {
-                cs.clear();
-                cs.resize(nf * LANES, 0.0);
-                for (xb, ob) in x
-                    .chunks(self.block * nf)
-                    .zip(out.chunks_mut(self.block * (nf + 1)))
-                {
-                    self.transpose(xb, xt);
-                    let nb = xb.len() / nf;
-                    if nb < LANES {
-                        for r in 0..nb {
-                            self.contrib_row_by_trees(
-                                xt,
-                                r,
-                                &trees,
-                                k,
-                                cs,
-                                &mut ob[r * (nf + 1)..],
-                            );
-                        }
-                    } else {
-                        for g in (0..nb).step_by(LANES) {
-                            cs.iter_mut().for_each(|v| *v = 0.0);
-                            for &t in &trees {
-                                // SAFETY: as in block_by_rows.
-                                unsafe {
-                                    self.contrib_walk::<4>(
-                                        xt,
-                                        g,
-                                        [self.roots[t]; LANES],
-                                        self.depth[t],
-                                        k,
-                                        cs,
-                                    );
-                                }
-                            }
-                            for k in 0..LANES.min(nb - g) {
-                                let o = &mut ob[(g + k) * (nf + 1)..(g + k + 1) * (nf + 1)];
-                                for (f, d) in o[..nf].iter_mut().enumerate() {
-                                    *d = cs[f * LANES + k];
-                                }
-                            }
-                        }
+            for (xb, ob) in x
+                .chunks(self.block * nf)
+                .zip(out.chunks_mut(self.block * (nf + 1)))
+            {
+                self.transpose(xb, xt);
+                let nb = xb.len() / nf;
+                if nb < LANES {
+                    for r in 0..nb {
+                        self.contrib_row_by_trees(xt, r, p, &mut ob[r * (nf + 1)..][..nf]);
                     }
+                } else {
+                    self.contrib_block_by_rows(xt, nb, p, ob);
                 }
-            });
+            }
         });
+        let bias = self.divide.map_or(self.bias[col], |n| self.bias[col] / n);
         for o in out.chunks_exact_mut(nf + 1) {
             if let Some(n) = self.divide {
                 o[..nf].iter_mut().for_each(|v| *v /= n);
@@ -500,78 +457,145 @@ impl Flat {
         }
     }
 
-    /// One row through groups of `LANES` trees (all adding into value slot `k`); the lanes'
-    /// sums are added at the end.
-    fn contrib_row_by_trees(
-        &self,
-        xt: &[f32],
-        r: usize,
-        trees: &[usize],
-        k: usize,
-        cs: &mut [f64],
-        o: &mut [f64],
-    ) {
-        let nf = self.nf;
-        cs.iter_mut().for_each(|v| *v = 0.0);
-        for g in trees.chunks(LANES) {
-            // lanes without a tree walk the spare leaf, adding zeros
-            let offs = std::array::from_fn(|j| g.get(j).map_or(self.pad, |&t| self.roots[t]));
-            let depth = g.iter().map(|&t| self.depth[t]).max().unwrap_or(0);
-            // SAFETY: as in row_by_trees.
-            unsafe { self.contrib_walk::<0>(xt, r, offs, depth, k, cs) };
-        }
-        for (f, d) in o[..nf].iter_mut().enumerate() {
-            *d = cs[f * LANES..(f + 1) * LANES].iter().sum();
+    /// Add the root path of leaf `l` of covering tree `i` (index into `p.trees`) into `o`
+    /// (n_features values).
+    #[inline(always)]
+    fn add_path(&self, p: &Paths, i: usize, l: u32, o: &mut [f64]) {
+        let t = p.trees[i] as usize;
+        let d = self.depth[t] as usize;
+        let local = (l - self.leaf_start[t]) as usize;
+        let start = p.base[i] + local * d;
+        assert!(start + d <= p.steps.len() && o.len() == self.nf);
+        // SAFETY: in bounds by the assert; every step's feature is < n_features (`paths` takes
+        // them from validated split nodes; padding steps use feature 0).
+        unsafe {
+            let st = p.steps.as_ptr().add(start);
+            for j in 0..d {
+                let s = &*st.add(j);
+                *o.get_unchecked_mut(s.feature as usize) += s.delta;
+            }
         }
     }
 
-    /// `LANES` walks from `offs` for `depth` steps, adding each step's delta (value slot `k`)
-    /// into `cs[feature * LANES + lane]`. Lane `j` reads its row at displacement
-    /// `j * LANE_STRIDE` bytes from column `r` of the block.
-    ///
-    /// # Safety
-    /// As [`walk`]: offsets from this layout, `r + LANES ≤ block` when LANE_STRIDE > 0, r < block.
-    #[inline(always)]
-    unsafe fn contrib_walk<const LANE_STRIDE: usize>(
-        &self,
-        xt: &[f32],
-        r: usize,
-        offs: [u32; LANES],
-        depth: u32,
-        k: usize,
-        cs: &mut [f64],
-    ) {
-        let span = if LANE_STRIDE > 0 { LANES } else { 1 };
-        assert!(xt.len() >= 2 * self.nf * self.block && r + span <= self.block);
-        assert!(cs.len() >= self.nf * LANES && k < self.width);
+    /// Covering trees outer, groups of `LANES` rows inner.
+    fn contrib_block_by_rows(&self, xt: &[f32], nb: usize, p: &Paths, ob: &mut [f64]) {
+        let nf = self.nf;
         let nodes = self.nodes.as_ptr().cast::<u8>();
-        let xr = unsafe { xt.as_ptr().add(r).cast::<u8>() };
-        let cfeat = self.cfeat.as_ptr();
-        let cdelta = unsafe { self.cdelta.as_ptr().add(2 * k) };
-        let acc = cs.as_mut_ptr().cast::<u8>();
-        let w2 = 2 * self.width;
-        let mut offs = offs.map(|o| o as usize);
-        for _ in 0..depth {
-            for (j, o) in offs.iter_mut().enumerate() {
-                // SAFETY: node offsets and feature offsets as in `walk`; cfeat/cdelta have one
-                // entry (of 2·width) per node; cfeat offsets are < nf·LANES·8 bytes.
-                unsafe {
-                    let i = *o / NODE;
-                    let n = &*nodes.add(*o).cast::<FNode>();
-                    let v = xr
-                        .add(n.feat as usize + j * LANE_STRIDE)
-                        .cast::<f32>()
-                        .read();
-                    // the delta index from the comparison bit (a load, never a branch)
-                    let go = v <= n.thr;
-                    let d = *cdelta.add(i * w2 + usize::from(!go));
-                    let a = acc.add(*cfeat.add(i) as usize + j * 8).cast::<f64>();
-                    *a += d;
-                    *o = step(v, n.thr, *o + NODE, n.f_child as usize);
+        assert!(xt.len() >= 2 * nf * self.block && nb <= self.block);
+        for (i, &t) in p.trees.iter().enumerate() {
+            let (root, depth) = (self.roots[t as usize], self.depth[t as usize]);
+            for g in (0..nb).step_by(LANES) {
+                // SAFETY: as in block_by_rows.
+                let leaf = unsafe {
+                    walk::<LANES, 4>(nodes, [root; LANES], depth, xt.as_ptr().add(g).cast())
+                };
+                for (k, &lo) in leaf.iter().enumerate().take(nb - g) {
+                    let l = self.nodes[lo as usize / NODE].leaf;
+                    self.add_path(p, i, l, &mut ob[(g + k) * (nf + 1)..][..nf]);
                 }
             }
         }
     }
+
+    /// One row through groups of `LANES` covering trees; paths added in tree order.
+    fn contrib_row_by_trees(&self, xt: &[f32], r: usize, p: &Paths, o: &mut [f64]) {
+        let nodes = self.nodes.as_ptr().cast::<u8>();
+        assert!(xt.len() >= 2 * self.nf * self.block && r < self.block);
+        for (gi, g) in p.trees.chunks(LANES).enumerate() {
+            let offs =
+                std::array::from_fn(|k| g.get(k).map_or(self.pad, |&t| self.roots[t as usize]));
+            let depth = g.iter().map(|&t| self.depth[t as usize]).max().unwrap_or(0);
+            // SAFETY: as in row_by_trees.
+            let leaf = unsafe { walk::<LANES, 0>(nodes, offs, depth, xt.as_ptr().add(r).cast()) };
+            for (k, &lo) in leaf.iter().enumerate().take(g.len()) {
+                let l = self.nodes[lo as usize / NODE].leaf;
+                self.add_path(p, gi * LANES + k, l, o);
+            }
+        }
+    }
+}
+
+/// One step of a leaf's root path: the split's feature and the change of value it credits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct PathStep {
+    pub delta: f64,
+    pub feature: u64,
+}
+
+/// For one accumulated output: every covering tree's leaves' root paths, each padded with zero
+/// steps to the tree's depth (adding +0.0 leaves a sum unchanged: a sum that starts at +0.0
+/// is never −0.0).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Paths {
+    /// The trees adding into the output, in model order.
+    trees: Vec<u32>,
+    /// Per covering tree: index of its first leaf's first step.
+    base: Vec<usize>,
+    /// Per covering tree, per leaf (in leaf index order): `depth` steps.
+    steps: Vec<PathStep>,
+}
+
+/// The contribution table of accumulated output `col`, from the compact arrays: along a leaf's
+/// path, each split credits `scale · (value(child) − value(split))` to its feature (the
+/// one-row walk's terms, in its order).
+pub(crate) fn paths(
+    trees: &[TreeMeta],
+    nodes: &[Node<f32>],
+    leaf_values: &[f64],
+    node_values: &[f64],
+    width: usize,
+    scale: f64,
+    col: usize,
+) -> Paths {
+    let value = |c: i32, k: usize| -> f64 {
+        if c >= 0 {
+            node_values[c as usize * width + k]
+        } else {
+            leaf_values[(!c) as usize * width + k]
+        }
+    };
+    let mut p = Paths {
+        trees: Vec::new(),
+        base: Vec::new(),
+        steps: Vec::new(),
+    };
+    for (ti, t) in trees.iter().enumerate() {
+        let o = t.output as usize;
+        if !(o <= col && col < o + width) {
+            continue;
+        }
+        let k = col - o;
+        let d = t.depth as usize;
+        #[allow(clippy::cast_possible_truncation)]
+        p.trees.push(ti as u32);
+        let base = p.steps.len();
+        p.base.push(base);
+        let zero = PathStep {
+            delta: 0.0,
+            feature: 0,
+        };
+        p.steps
+            .resize(base + (t.leaf_end - t.leaf_start) as usize * d, zero);
+        // depth first, keeping the current root path: (node, steps above it, step into it)
+        let mut path: Vec<PathStep> = Vec::with_capacity(d);
+        let mut stack = vec![(t.root, 0usize, None::<PathStep>)];
+        while let Some((c, len, into)) = stack.pop() {
+            path.truncate(len);
+            path.extend(into);
+            if c < 0 {
+                let l = (!c) as usize - t.leaf_start as usize;
+                p.steps[base + l * d..][..path.len()].copy_from_slice(&path);
+                continue;
+            }
+            let n = nodes[c as usize];
+            let feature = u64::from(n.feature & !MISSING_LEFT);
+            for child in [n.right, n.left] {
+                let delta = scale * (value(child, k) - value(c, k));
+                stack.push((child, path.len(), Some(PathStep { delta, feature })));
+            }
+        }
+    }
+    p
 }
 
 #[cfg(test)]
@@ -741,8 +765,8 @@ mod tests {
         }
     }
 
-    /// Contributions from the lane walks equal the one-row walk: bit for bit when rows are the
-    /// lanes, to rounding when one row's trees are, and per column as in the full array.
+    /// Contributions from the lane walks and path tables equal the one-row walk bit for bit
+    /// (rows as lanes and trees as lanes), and per column as in the full array.
     #[test]
     fn flat_contributions_match_generic() {
         let mut g = Lcg(12);
