@@ -29,8 +29,10 @@ use super::model::{Node, TreeMeta, MISSING_LEFT};
 use super::Aggregation;
 
 /// Walks advanced together. Enough independent chains to cover the latency of a step (node
-/// load → feature load → compare → select), few enough for the offsets to stay in registers.
-pub(crate) const LANES: usize = 8;
+/// load → feature load → compare → select), few enough for the offsets to stay in registers:
+/// 11 offsets + the node and row bases + one temporary fill x86-64's 15 (at 12, LLVM spills
+/// the node base and reloads it on every step).
+pub(crate) const LANES: usize = 11;
 
 /// Split or leaf node of the scoring layout. The true child of a split node is the next node
 /// (pre-order, true child first); a leaf has a NaN threshold (every comparison false) and
@@ -49,6 +51,8 @@ pub(crate) struct FNode {
 }
 
 const NODE: usize = std::mem::size_of::<FNode>();
+// `step` reads `f_child` at offset 8 of a 16-byte node.
+const _: () = assert!(NODE == 16 && std::mem::offset_of!(FNode, f_child) == 8);
 
 /// The scoring layout plus what contributions need.
 #[derive(Debug, Clone, PartialEq)]
@@ -225,35 +229,42 @@ thread_local! {
     static SCRATCH: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
 }
 
-/// `if v <= thr { t } else { f }` without a branch. A walk step's direction is a coin flip, so
-/// a branch mispredicts half the time; LLVM's x86 backend turns a select in this load-dependent
-/// loop into exactly such a branch (and sees through arithmetic masks), hence the two
-/// instructions spelled out on x86-64. NaN compares unordered: `f`.
+/// The offset after node `o` (at `nodes + o`) for a row whose feature value is `v`:
+/// `if v <= thr { o + NODE } else { f_child }`, without a branch. A walk step's direction is a
+/// coin flip, so a branch mispredicts half the time, and LLVM's x86 backend turns a select in
+/// this load-dependent loop into exactly such a branch (seeing through arithmetic masks too),
+/// hence the two instructions spelled out on x86-64; reading the false child inside the
+/// conditional move also spares a register per lane. NaN compares unordered: `f_child`.
+///
+/// # Safety
+/// `nodes + o` is an [`FNode`].
 #[inline(always)]
-fn step(v: f32, thr: f32, t: usize, f: usize) -> usize {
+unsafe fn step(nodes: *const u8, o: usize, v: f32, thr: f32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
-        let mut r = t;
-        // SAFETY: a register compare and a conditional register move; no memory, no stack.
-        // `ucomiss thr, v` sets CF exactly when thr < v or either is NaN. (`r` starts as `t` so
-        // a walk's offset can stay in one register across steps.)
+        let mut r = o + NODE;
+        // SAFETY: reads the node's `f_child` (at o + 8 = r − 8), in bounds by the contract.
+        // `ucomiss thr, v` sets CF exactly when thr < v or either is NaN; the 32-bit cmov
+        // zero-extends, harmless as offsets are < 2^32.
         unsafe {
             std::arch::asm!(
                 "ucomiss {thr}, {v}",
-                "cmovb {r}, {f}",
+                "cmovb {r:e}, dword ptr [{nodes} + {r} - 8]",
                 thr = in(xmm_reg) thr,
                 v = in(xmm_reg) v,
-                f = in(reg) f,
+                nodes = in(reg) nodes,
                 r = inout(reg) r,
-                options(pure, nomem, nostack),
+                options(pure, readonly, nostack),
             );
         }
         r
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
+        // SAFETY: the contract.
+        let f = unsafe { (*nodes.add(o).cast::<FNode>()).f_child as usize };
         if v <= thr {
-            t
+            o + NODE
         } else {
             f
         }
@@ -273,8 +284,49 @@ unsafe fn walk<const L: usize, const LANE_STRIDE: usize>(
     offs: [u32; L],
     depth: u32,
     xr: *const u8,
-) -> [u32; L] {
-    let mut offs = offs.map(|o| o as usize);
+) -> [usize; L] {
+    // SAFETY: the contract.
+    unsafe { walk_on::<L, LANE_STRIDE>(nodes, offs.map(|o| o as usize), depth, xr) }
+}
+
+/// [`walk`] of `L` rows (lane `k` at displacement `4k`) through one tree from its root: the
+/// first step's node is the same for every lane, so it is read once.
+///
+/// # Safety
+/// As [`walk`].
+#[inline(always)]
+unsafe fn walk_rows<const L: usize>(
+    nodes: *const u8,
+    root: u32,
+    depth: u32,
+    xr: *const u8,
+) -> [usize; L] {
+    let root = root as usize;
+    if depth == 0 {
+        return [root; L];
+    }
+    // SAFETY: the contract; the root is a node offset.
+    unsafe {
+        let n = *nodes.add(root).cast::<FNode>();
+        let offs = std::array::from_fn(|k| {
+            let v = xr.add(n.feat as usize + 4 * k).cast::<f32>().read();
+            step(nodes, root, v, n.thr)
+        });
+        walk_on::<L, 4>(nodes, offs, depth - 1, xr)
+    }
+}
+
+/// The loop of [`walk`] on `usize` offsets.
+///
+/// # Safety
+/// As [`walk`].
+#[inline(always)]
+unsafe fn walk_on<const L: usize, const LANE_STRIDE: usize>(
+    nodes: *const u8,
+    mut offs: [usize; L],
+    depth: u32,
+    xr: *const u8,
+) -> [usize; L] {
     for _ in 0..depth {
         for (k, o) in offs.iter_mut().enumerate() {
             // SAFETY: per the contract, `o` is a node offset and the feature read is in the block;
@@ -285,12 +337,11 @@ unsafe fn walk<const L: usize, const LANE_STRIDE: usize>(
                     .add(n.feat as usize + k * LANE_STRIDE)
                     .cast::<f32>()
                     .read();
-                *o = step(v, n.thr, *o + NODE, n.f_child as usize);
+                *o = step(nodes, *o, v, n.thr);
             }
         }
     }
-    #[allow(clippy::cast_possible_truncation)]
-    offs.map(|o| o as u32)
+    offs
 }
 
 impl Flat {
@@ -362,29 +413,38 @@ impl Flat {
         assert!(xt.len() >= 2 * self.nf * self.block && nb <= self.block);
         assert!(w == self.width && ab.len() >= nb * n_out);
         let (acc, vals) = (ab.as_mut_ptr(), self.values.as_ptr());
+        // Add the values of the leaves at offsets `leaf` to rows g.. (lanes < n).
+        // SAFETY (of the calls below): a walk ends on a leaf, whose leaf index is < n_leaves
+        // (validated) and values holds n_leaves × w; rows g + k < nb and o + w ≤ n_out, so
+        // the slots are inside ab (asserted above).
+        let add = |leaf: &[usize], g: usize, o: usize| unsafe {
+            for (k, &lo) in leaf.iter().enumerate() {
+                let l = (*nodes.add(lo).cast::<FNode>()).leaf as usize;
+                let a = acc.add((g + k) * n_out + o);
+                let v = vals.add(l * w);
+                for j in 0..w {
+                    *a.add(j) += *v.add(j);
+                }
+            }
+        };
+        let full = nb / LANES * LANES;
         for (t, &root) in self.roots.iter().enumerate() {
             let (depth, o) = (self.depth[t], self.out[t] as usize);
             assert!(o + w <= n_out);
-            for g in (0..nb).step_by(LANES) {
+            for g in (0..full).step_by(LANES) {
                 // SAFETY: roots and children are offsets of `nodes` (built together); a feature
                 // offset is < 2·nf·block·4 bytes and g + LANES ≤ block, so every read is inside
-                // xt (asserted above). Lanes past nb read stale rows; their results are dropped.
-                let leaf = unsafe {
-                    walk::<LANES, 4>(nodes, [root; LANES], depth, xt.as_ptr().add(g).cast())
-                };
-                for (k, &lo) in leaf.iter().enumerate().take(nb - g) {
-                    // SAFETY: `lo` is a leaf's offset, whose leaf index is < n_leaves
-                    // (validated), and values holds n_leaves × w; row g + k < nb and
-                    // o + w ≤ n_out, so the slots are inside ab (asserted above).
-                    unsafe {
-                        let l = (*nodes.add(lo as usize).cast::<FNode>()).leaf as usize;
-                        let a = acc.add((g + k) * n_out + o);
-                        let v = vals.add(l * w);
-                        for j in 0..w {
-                            *a.add(j) += *v.add(j);
-                        }
-                    }
-                }
+                // xt (asserted above).
+                let leaf =
+                    unsafe { walk_rows::<LANES>(nodes, root, depth, xt.as_ptr().add(g).cast()) };
+                add(&leaf, g, o);
+            }
+            if full < nb {
+                // SAFETY: as above (block is a multiple of LANES, so full + LANES ≤ block); the
+                // lanes past nb read stale rows and their leaves are dropped.
+                let leaf =
+                    unsafe { walk_rows::<LANES>(nodes, root, depth, xt.as_ptr().add(full).cast()) };
+                add(&leaf[..nb - full], full, o);
             }
         }
     }
@@ -402,7 +462,7 @@ impl Flat {
             // SAFETY: as in block_by_rows, with one row (displacement 0) for every lane.
             let leaf = unsafe { walk::<LANES, 0>(nodes, offs, depth, xt.as_ptr().add(r).cast()) };
             for (k, &lo) in leaf.iter().enumerate().take(end - g) {
-                let l = self.nodes[lo as usize / NODE].leaf as usize;
+                let l = self.nodes[lo / NODE].leaf as usize;
                 let o = self.out[g + k] as usize;
                 if w == 1 {
                     a[o] += self.values[l];
@@ -485,12 +545,11 @@ impl Flat {
         for (i, &t) in p.trees.iter().enumerate() {
             let (root, depth) = (self.roots[t as usize], self.depth[t as usize]);
             for g in (0..nb).step_by(LANES) {
-                // SAFETY: as in block_by_rows.
-                let leaf = unsafe {
-                    walk::<LANES, 4>(nodes, [root; LANES], depth, xt.as_ptr().add(g).cast())
-                };
+                // SAFETY: as in block_by_rows (lanes past nb are dropped by the take).
+                let leaf =
+                    unsafe { walk_rows::<LANES>(nodes, root, depth, xt.as_ptr().add(g).cast()) };
                 for (k, &lo) in leaf.iter().enumerate().take(nb - g) {
-                    let l = self.nodes[lo as usize / NODE].leaf;
+                    let l = self.nodes[lo / NODE].leaf;
                     self.add_path(p, i, l, &mut ob[(g + k) * (nf + 1)..][..nf]);
                 }
             }
@@ -508,7 +567,7 @@ impl Flat {
             // SAFETY: as in row_by_trees.
             let leaf = unsafe { walk::<LANES, 0>(nodes, offs, depth, xt.as_ptr().add(r).cast()) };
             for (k, &lo) in leaf.iter().enumerate().take(g.len()) {
-                let l = self.nodes[lo as usize / NODE].leaf;
+                let l = self.nodes[lo / NODE].leaf;
                 self.add_path(p, gi * LANES + k, l, o);
             }
         }
