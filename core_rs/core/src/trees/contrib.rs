@@ -111,6 +111,7 @@ impl Ensemble {
                 nodes,
                 &self.leaf_values,
                 &self.node_values,
+                self.n_features(),
                 w,
                 scale,
                 slot,

@@ -520,19 +520,22 @@ impl Flat {
     /// Add the root path of leaf `l` of covering tree `i` (index into `p.trees`) into `o`
     /// (n_features values).
     #[inline(always)]
-    fn add_path(&self, p: &Paths, i: usize, l: u32, o: &mut [f64]) {
-        let t = p.trees[i] as usize;
-        let d = self.depth[t] as usize;
-        let local = (l - self.leaf_start[t]) as usize;
-        let start = p.base[i] + local * d;
-        assert!(start + d <= p.steps.len() && o.len() == self.nf);
+    fn add_path(p: &Paths, i: usize, l: u32, o: &mut [f64]) {
+        let pt = &p.trees[i];
+        let d = pt.stride as usize;
+        let start = pt.base + (l - pt.leaf_start) as usize * d;
+        assert!(start + d <= p.steps.len() && o.len() == p.nf);
         // SAFETY: in bounds by the assert; every step's feature is < n_features (`paths` takes
-        // them from validated split nodes; padding steps use feature 0).
+        // them from validated split nodes; padding steps use feature 0); d is even.
         unsafe {
-            let st = p.steps.as_ptr().add(start);
-            for j in 0..d {
-                let s = &*st.add(j);
-                *o.get_unchecked_mut(s.feature as usize) += s.delta;
+            let mut st = p.steps.as_ptr().add(start);
+            let end = st.add(d);
+            let o = o.as_mut_ptr();
+            while st < end {
+                let (a, b) = (&*st, &*st.add(1));
+                *o.add(a.feature as usize) += a.delta;
+                *o.add(b.feature as usize) += b.delta;
+                st = st.add(2);
             }
         }
     }
@@ -542,15 +545,16 @@ impl Flat {
         let nf = self.nf;
         let nodes = self.nodes.as_ptr().cast::<u8>();
         assert!(xt.len() >= 2 * nf * self.block && nb <= self.block);
-        for (i, &t) in p.trees.iter().enumerate() {
-            let (root, depth) = (self.roots[t as usize], self.depth[t as usize]);
+        for (i, pt) in p.trees.iter().enumerate() {
+            let t = pt.tree as usize;
+            let (root, depth) = (self.roots[t], self.depth[t]);
             for g in (0..nb).step_by(LANES) {
                 // SAFETY: as in block_by_rows (lanes past nb are dropped by the take).
                 let leaf =
                     unsafe { walk_rows::<LANES>(nodes, root, depth, xt.as_ptr().add(g).cast()) };
                 for (k, &lo) in leaf.iter().enumerate().take(nb - g) {
                     let l = self.nodes[lo / NODE].leaf;
-                    self.add_path(p, i, l, &mut ob[(g + k) * (nf + 1)..][..nf]);
+                    Self::add_path(p, i, l, &mut ob[(g + k) * (nf + 1)..][..nf]);
                 }
             }
         }
@@ -561,14 +565,19 @@ impl Flat {
         let nodes = self.nodes.as_ptr().cast::<u8>();
         assert!(xt.len() >= 2 * self.nf * self.block && r < self.block);
         for (gi, g) in p.trees.chunks(LANES).enumerate() {
-            let offs =
-                std::array::from_fn(|k| g.get(k).map_or(self.pad, |&t| self.roots[t as usize]));
-            let depth = g.iter().map(|&t| self.depth[t as usize]).max().unwrap_or(0);
+            let offs = std::array::from_fn(|k| {
+                g.get(k).map_or(self.pad, |pt| self.roots[pt.tree as usize])
+            });
+            let depth = g
+                .iter()
+                .map(|pt| self.depth[pt.tree as usize])
+                .max()
+                .unwrap_or(0);
             // SAFETY: as in row_by_trees.
             let leaf = unsafe { walk::<LANES, 0>(nodes, offs, depth, xt.as_ptr().add(r).cast()) };
             for (k, &lo) in leaf.iter().enumerate().take(g.len()) {
                 let l = self.nodes[lo / NODE].leaf;
-                self.add_path(p, gi * LANES + k, l, o);
+                Self::add_path(p, gi * LANES + k, l, o);
             }
         }
     }
@@ -582,26 +591,38 @@ pub(crate) struct PathStep {
 }
 
 /// For one accumulated output: every covering tree's leaves' root paths, each padded with zero
-/// steps to the tree's depth (adding +0.0 leaves a sum unchanged: a sum that starts at +0.0
-/// is never −0.0).
+/// steps to the tree's depth rounded up to even (adding +0.0 leaves a sum unchanged: a sum
+/// that starts at +0.0 is never −0.0).
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Paths {
     /// The trees adding into the output, in model order.
-    trees: Vec<u32>,
-    /// Per covering tree: index of its first leaf's first step.
-    base: Vec<usize>,
-    /// Per covering tree, per leaf (in leaf index order): `depth` steps.
+    trees: Vec<PathTree>,
+    /// Per covering tree, per leaf (in leaf index order): `stride` steps.
     steps: Vec<PathStep>,
+    nf: usize,
+}
+
+/// Where a covering tree's paths are.
+#[derive(Debug, Clone, PartialEq)]
+struct PathTree {
+    tree: u32,
+    leaf_start: u32,
+    /// Steps per leaf (even).
+    stride: u32,
+    /// Index of its first leaf's first step.
+    base: usize,
 }
 
 /// The contribution table of accumulated output `col`, from the compact arrays: along a leaf's
 /// path, each split credits `scale · (value(child) − value(split))` to its feature (the
 /// one-row walk's terms, in its order).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn paths(
     trees: &[TreeMeta],
     nodes: &[Node<f32>],
     leaf_values: &[f64],
     node_values: &[f64],
+    n_features: usize,
     width: usize,
     scale: f64,
     col: usize,
@@ -615,8 +636,8 @@ pub(crate) fn paths(
     };
     let mut p = Paths {
         trees: Vec::new(),
-        base: Vec::new(),
         steps: Vec::new(),
+        nf: n_features,
     };
     for (ti, t) in trees.iter().enumerate() {
         let o = t.output as usize;
@@ -625,16 +646,21 @@ pub(crate) fn paths(
         }
         let k = col - o;
         let d = t.depth as usize;
-        #[allow(clippy::cast_possible_truncation)]
-        p.trees.push(ti as u32);
+        let stride = d + d % 2;
         let base = p.steps.len();
-        p.base.push(base);
+        #[allow(clippy::cast_possible_truncation)]
+        p.trees.push(PathTree {
+            tree: ti as u32,
+            leaf_start: t.leaf_start,
+            stride: stride as u32,
+            base,
+        });
         let zero = PathStep {
             delta: 0.0,
             feature: 0,
         };
         p.steps
-            .resize(base + (t.leaf_end - t.leaf_start) as usize * d, zero);
+            .resize(base + (t.leaf_end - t.leaf_start) as usize * stride, zero);
         // depth first, keeping the current root path: (node, steps above it, step into it)
         let mut path: Vec<PathStep> = Vec::with_capacity(d);
         let mut stack = vec![(t.root, 0usize, None::<PathStep>)];
@@ -643,7 +669,7 @@ pub(crate) fn paths(
             path.extend(into);
             if c < 0 {
                 let l = (!c) as usize - t.leaf_start as usize;
-                p.steps[base + l * d..][..path.len()].copy_from_slice(&path);
+                p.steps[base + l * stride..][..path.len()].copy_from_slice(&path);
                 continue;
             }
             let n = nodes[c as usize];
