@@ -348,14 +348,31 @@ impl Flat {
     /// Transpose (and negate, if needed) rows `x` (`nb` ≤ block rows) into `xt`, cast to float32
     /// the way scikit-learn casts (round to nearest, overflow to ±inf).
     fn transpose(&self, x: &[f64], xt: &mut [f32]) {
+        if self.neg {
+            self.transpose_with::<true>(x, xt);
+        } else {
+            self.transpose_with::<false>(x, xt);
+        }
+    }
+
+    #[inline(always)]
+    fn transpose_with<const NEG: bool>(&self, x: &[f64], xt: &mut [f32]) {
         let (nf, b) = (self.nf, self.block);
+        assert!(x.len() <= nf * b && xt.len() >= 2 * nf * b);
+        let base = xt.as_mut_ptr();
         for (r, row) in x.chunks_exact(nf).enumerate() {
-            for (f, &v) in row.iter().enumerate() {
-                #[allow(clippy::cast_possible_truncation)]
-                let v = v as f32;
-                xt[f * b + r] = v;
-                if self.neg {
-                    xt[(nf + f) * b + r] = -v;
+            // SAFETY: r < b and f < nf, so r + f·b < nf·b and the negated copy r + (nf + f)·b
+            // < 2·nf·b ≤ xt.len() (asserted).
+            unsafe {
+                let mut q = base.add(r);
+                for &v in row {
+                    #[allow(clippy::cast_possible_truncation)]
+                    let v = v as f32;
+                    *q = v;
+                    if NEG {
+                        *q.add(nf * b) = -v;
+                    }
+                    q = q.add(b);
                 }
             }
         }
