@@ -7,20 +7,22 @@
 //! of a group differ only by a constant displacement. The lane state is then just `L` node
 //! offsets, which stay in registers.
 //!
-//! Nodes are 16 bytes, `{threshold, feature offset, false child, leaf index}`, each tree in
-//! pre-order with the true child right after its parent, children as byte offsets. A leaf is a
-//! node with a NaN threshold (the comparison is false) whose false child is itself, so a walk of
-//! `depth` branch-free steps always ends on its leaf and needs no "already at a leaf" test; a
-//! step is five instructions (feature offset, threshold, compare with the row's value, next
-//! offset, conditional move).
+//! Nodes are 16 bytes, `{threshold, feature offset, jump child, leaf index}`, each tree in
+//! pre-order, children as byte offsets. A step is `next = if v >= thr { jump } else { o + 16 }`
+//! (the *next* node is the other child): five instructions on x86-64 (feature offset, row
+//! value, next offset, `ucomiss v, [thr]`, `cmovae` from memory). A leaf jumps to itself: its
+//! threshold is −inf and it reads a constant column of zeros, so a walk of `depth` branch-free
+//! steps always ends on its leaf and needs no "already at a leaf" test.
 //!
-//! NaN routing without a NaN test: a comparison with NaN is false, so `x <= t` sends NaN to the
-//! *false* child. A node whose NaN goes right keeps `x <= t` (true → left). A node whose NaN goes
-//! left is rewritten as `−x <= −next_up(t)` (true exactly when `x > t`, for every float32 `x`)
-//! with true → right, false → left; it reads the feature from a second, negated copy of the
-//! block (`xt[(n_features + f) * block + r] = −x`). Both forms give the same child as
-//! scikit-learn's `x <= t` on the float32-cast input, NaN included, so rows with and without NaN
-//! take one code path.
+//! NaN routing without a NaN test: `v >= thr` is false for NaN, so NaN always takes the next
+//! node; each split puts its NaN child next and is rewritten so the comparison still gives
+//! scikit-learn's `x <= t` on the float32-cast input (`t` already rounded down to float32):
+//! - NaN goes left: next = left, jump = right when `x >= next_up(t)` (⇔ `x > t`; never when
+//!   `t = +inf`: a NaN threshold);
+//! - NaN goes right: next = right, jump = left when `−x >= −t` (⇔ `x <= t`), reading the
+//!   feature from a negated copy of the block (`xt[(n_features + f) * block + r] = −x`).
+//!
+//! Rows with and without NaN take one code path.
 
 use std::cell::RefCell;
 use std::sync::OnceLock;
@@ -34,25 +36,28 @@ use super::Aggregation;
 /// the node base and reloads it on every step).
 pub(crate) const LANES: usize = 11;
 
-/// Split or leaf node of the scoring layout. The true child of a split node is the next node
-/// (pre-order, true child first); a leaf has a NaN threshold (every comparison false) and
-/// itself as false child.
+/// Split or leaf node of the scoring layout: a walk jumps to `f_child` when the row's value
+/// `v >= thr`, else takes the next node (the child NaN goes to); a leaf jumps to itself.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C, align(16))]
 pub(crate) struct FNode {
-    /// `x <= thr` takes the next node; NaN for leaves.
+    /// Jump when `v >= thr` (−inf for leaves: always).
     thr: f32,
-    /// Byte offset of the feature's column in the transposed block (0 for leaves).
+    /// Byte offset of the feature's column in the transposed block (the zero column for leaves).
     feat: u32,
-    /// Byte offset of the child taken when the comparison is false (NaN goes here).
+    /// Byte offset of the jump child (the leaf itself for leaves).
     f_child: u32,
     /// The leaf index (leaves only).
     leaf: u32,
 }
 
 const NODE: usize = std::mem::size_of::<FNode>();
-// `step` reads `f_child` at offset 8 of a 16-byte node.
-const _: () = assert!(NODE == 16 && std::mem::offset_of!(FNode, f_child) == 8);
+// `step` reads `thr` at offset 0 and `f_child` at offset 8 of a 16-byte node.
+const _: () = assert!(
+    NODE == 16
+        && std::mem::offset_of!(FNode, thr) == 0
+        && std::mem::offset_of!(FNode, f_child) == 8
+);
 
 /// The scoring layout plus what contributions need.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,8 +76,8 @@ pub(crate) struct Flat {
     nf: usize,
     /// Rows per block (the column stride of the transposed block).
     block: usize,
-    /// Whether some node reads the negated copy.
-    neg: bool,
+    /// Byte offset of the constant zero column (leaves read it).
+    zero_col: u32,
     /// Per tree: its first (global) leaf index.
     leaf_start: Vec<u32>,
     /// Per accumulated output: the contribution table, built on first use.
@@ -116,7 +121,7 @@ pub(crate) fn build(
     let n_total = nodes.len() + leaf_values.len() / width;
     // every byte offset must fit in u32
     if n_total.checked_mul(NODE)? >= u32::MAX as usize
-        || (2 * nf).checked_mul(block)?.checked_mul(4)? >= u32::MAX as usize
+        || (2 * nf + 1).checked_mul(block)?.checked_mul(4)? >= u32::MAX as usize
         || nf.checked_mul(LANES * 8)? >= u32::MAX as usize
     {
         return None;
@@ -149,7 +154,8 @@ pub(crate) fn build(
         n_out,
         nf,
         block,
-        neg: false,
+        #[allow(clippy::cast_possible_truncation)]
+        zero_col: (2 * nf * block * 4) as u32,
         leaf_start: trees.iter().map(|t| t.leaf_start).collect(),
         paths: (0..n_out).map(|_| OnceLock::new()).collect(),
         bias: init.map_or_else(|| vec![0.0; n_out], <[f64]>::to_vec),
@@ -178,8 +184,8 @@ pub(crate) fn build(
             }
             if c < 0 {
                 f.nodes.push(FNode {
-                    thr: f32::NAN,
-                    feat: 0,
+                    thr: f32::NEG_INFINITY,
+                    feat: f.zero_col,
                     f_child: off(me),
                     leaf: (!c) as u32,
                 });
@@ -188,17 +194,18 @@ pub(crate) fn build(
             let n = nodes[c as usize];
             let feat = n.feature & !MISSING_LEFT;
             let ml = n.feature & MISSING_LEFT != 0;
+            // (threshold, column, next child = NaN's child, jump child)
             let (thr, col, t_c, f_c) = if ml {
-                f.neg = true;
-                // x > t  ⇔  −x <= −next_up(t); nothing is above +inf (NaN: always false)
+                // jump right when x > t ⇔ x >= next_up(t); nothing is above +inf (NaN: never)
                 let thr = if n.threshold == f32::INFINITY {
                     f32::NAN
                 } else {
-                    -next_up(n.threshold)
+                    next_up(n.threshold)
                 };
-                (thr, nf + feat as usize, n.right, n.left)
+                (thr, feat as usize, n.left, n.right)
             } else {
-                (n.threshold, feat as usize, n.left, n.right)
+                // jump left when x <= t ⇔ −x >= −t
+                (-n.threshold, nf + feat as usize, n.right, n.left)
             };
             #[allow(clippy::cast_possible_truncation)]
             f.nodes.push(FNode {
@@ -207,7 +214,7 @@ pub(crate) fn build(
                 f_child: 0,
                 leaf: 0,
             });
-            // pre-order: true child first (popped first), then false child
+            // pre-order: the next child first (popped first), then the jump child
             stack.push((f_c, Some((me, false))));
             stack.push((t_c, Some((me, true))));
         }
@@ -216,8 +223,8 @@ pub(crate) fn build(
     let me = f.nodes.len();
     f.pad = off(me);
     f.nodes.push(FNode {
-        thr: f32::NAN,
-        feat: 0,
+        thr: f32::NEG_INFINITY,
+        feat: f.zero_col,
         f_child: off(me),
         leaf: 0,
     });
@@ -230,27 +237,26 @@ thread_local! {
 }
 
 /// The offset after node `o` (at `nodes + o`) for a row whose feature value is `v`:
-/// `if v <= thr { o + NODE } else { f_child }`, without a branch. A walk step's direction is a
+/// `if v >= thr { f_child } else { o + NODE }`, without a branch. A walk step's direction is a
 /// coin flip, so a branch mispredicts half the time, and LLVM's x86 backend turns a select in
 /// this load-dependent loop into exactly such a branch (seeing through arithmetic masks too),
-/// hence the two instructions spelled out on x86-64; reading the false child inside the
-/// conditional move also spares a register per lane. NaN compares unordered: `f_child`.
+/// hence the two instructions spelled out on x86-64, both reading the node from memory (no
+/// register per lane beyond the offset). NaN compares unordered: `o + NODE`.
 ///
 /// # Safety
 /// `nodes + o` is an [`FNode`].
 #[inline(always)]
-unsafe fn step(nodes: *const u8, o: usize, v: f32, thr: f32) -> usize {
+unsafe fn step(nodes: *const u8, o: usize, v: f32) -> usize {
     #[cfg(target_arch = "x86_64")]
     {
         let mut r = o + NODE;
-        // SAFETY: reads the node's `f_child` (at o + 8 = r − 8), in bounds by the contract.
-        // `ucomiss thr, v` sets CF exactly when thr < v or either is NaN; the 32-bit cmov
-        // zero-extends, harmless as offsets are < 2^32.
+        // SAFETY: reads the node's `thr` (at o = r − 16) and `f_child` (at o + 8 = r − 8), in
+        // bounds by the contract. `ucomiss v, thr` clears CF exactly when v >= thr and neither
+        // is NaN; the 32-bit cmov zero-extends, harmless as offsets are < 2^32.
         unsafe {
             std::arch::asm!(
-                "ucomiss {thr}, {v}",
-                "cmovb {r:e}, dword ptr [{nodes} + {r} - 8]",
-                thr = in(xmm_reg) thr,
+                "ucomiss {v}, dword ptr [{nodes} + {r} - 16]",
+                "cmovae {r:e}, dword ptr [{nodes} + {r} - 8]",
                 v = in(xmm_reg) v,
                 nodes = in(reg) nodes,
                 r = inout(reg) r,
@@ -262,11 +268,11 @@ unsafe fn step(nodes: *const u8, o: usize, v: f32, thr: f32) -> usize {
     #[cfg(not(target_arch = "x86_64"))]
     {
         // SAFETY: the contract.
-        let f = unsafe { (*nodes.add(o).cast::<FNode>()).f_child as usize };
-        if v <= thr {
-            o + NODE
+        let n = unsafe { *nodes.add(o).cast::<FNode>() };
+        if v >= n.thr {
+            n.f_child as usize
         } else {
-            f
+            o + NODE
         }
     }
 }
@@ -310,7 +316,7 @@ unsafe fn walk_rows<const L: usize>(
         let n = *nodes.add(root).cast::<FNode>();
         let offs = std::array::from_fn(|k| {
             let v = xr.add(n.feat as usize + 4 * k).cast::<f32>().read();
-            step(nodes, root, v, n.thr)
+            step(nodes, root, v)
         });
         walk_on::<L, 4>(nodes, offs, depth - 1, xr)
     }
@@ -337,7 +343,7 @@ unsafe fn walk_on<const L: usize, const LANE_STRIDE: usize>(
                     .add(n.feat as usize + k * LANE_STRIDE)
                     .cast::<f32>()
                     .read();
-                *o = step(nodes, *o, v, n.thr);
+                *o = step(nodes, *o, v);
             }
         }
     }
@@ -345,20 +351,13 @@ unsafe fn walk_on<const L: usize, const LANE_STRIDE: usize>(
 }
 
 impl Flat {
-    /// Transpose (and negate, if needed) rows `x` (`nb` ≤ block rows) into `xt`, cast to float32
+    /// Transpose and negate rows `x` (`nb` ≤ block rows) into `xt`, cast to float32
     /// the way scikit-learn casts (round to nearest, overflow to ±inf).
     fn transpose(&self, x: &[f64], xt: &mut [f32]) {
-        if self.neg {
-            self.transpose_with::<true>(x, xt);
-        } else {
-            self.transpose_with::<false>(x, xt);
-        }
-    }
-
-    #[inline(always)]
-    fn transpose_with<const NEG: bool>(&self, x: &[f64], xt: &mut [f32]) {
         let (nf, b) = (self.nf, self.block);
-        assert!(x.len() <= nf * b && xt.len() >= 2 * nf * b);
+        assert!(x.len() <= nf * b && xt.len() >= (2 * nf + 1) * b);
+        // the zero column leaves read (the lanes of a last partial group read it too)
+        xt[2 * nf * b..(2 * nf + 1) * b].fill(0.0);
         let base = xt.as_mut_ptr();
         for (r, row) in x.chunks_exact(nf).enumerate() {
             // SAFETY: r < b and f < nf, so r + f·b < nf·b and the negated copy r + (nf + f)·b
@@ -369,9 +368,7 @@ impl Flat {
                     #[allow(clippy::cast_possible_truncation)]
                     let v = v as f32;
                     *q = v;
-                    if NEG {
-                        *q.add(nf * b) = -v;
-                    }
+                    *q.add(nf * b) = -v;
                     q = q.add(b);
                 }
             }
@@ -379,7 +376,7 @@ impl Flat {
     }
 
     fn with_scratch<R>(&self, f: impl FnOnce(&mut [f32]) -> R) -> R {
-        let need = 2 * self.nf * self.block;
+        let need = (2 * self.nf + 1) * self.block;
         SCRATCH.with_borrow_mut(|s| {
             if s.len() < need {
                 s.resize(need, 0.0);
@@ -427,7 +424,7 @@ impl Flat {
         let w = if W == 0 { self.width } else { W };
         let n_out = self.n_out;
         let nodes = self.nodes.as_ptr().cast::<u8>();
-        assert!(xt.len() >= 2 * self.nf * self.block && nb <= self.block);
+        assert!(xt.len() >= (2 * self.nf + 1) * self.block && nb <= self.block);
         assert!(w == self.width && ab.len() >= nb * n_out);
         let (acc, vals) = (ab.as_mut_ptr(), self.values.as_ptr());
         // Add the values of the leaves at offsets `leaf` to rows g.. (lanes < n).
@@ -470,7 +467,7 @@ impl Flat {
     fn row_by_trees(&self, xt: &[f32], r: usize, a: &mut [f64]) {
         let w = self.width;
         let nodes = self.nodes.as_ptr().cast::<u8>();
-        assert!(xt.len() >= 2 * self.nf * self.block && r < self.block);
+        assert!(xt.len() >= (2 * self.nf + 1) * self.block && r < self.block);
         let n_trees = self.roots.len();
         for g in (0..n_trees).step_by(LANES) {
             let end = (g + LANES).min(n_trees);
@@ -561,7 +558,7 @@ impl Flat {
     fn contrib_block_by_rows(&self, xt: &[f32], nb: usize, p: &Paths, ob: &mut [f64]) {
         let nf = self.nf;
         let nodes = self.nodes.as_ptr().cast::<u8>();
-        assert!(xt.len() >= 2 * nf * self.block && nb <= self.block);
+        assert!(xt.len() >= (2 * nf + 1) * self.block && nb <= self.block);
         for (i, pt) in p.trees.iter().enumerate() {
             let t = pt.tree as usize;
             let (root, depth) = (self.roots[t], self.depth[t]);
@@ -580,7 +577,7 @@ impl Flat {
     /// One row through groups of `LANES` covering trees; paths added in tree order.
     fn contrib_row_by_trees(&self, xt: &[f32], r: usize, p: &Paths, o: &mut [f64]) {
         let nodes = self.nodes.as_ptr().cast::<u8>();
-        assert!(xt.len() >= 2 * self.nf * self.block && r < self.block);
+        assert!(xt.len() >= (2 * self.nf + 1) * self.block && r < self.block);
         for (gi, g) in p.trees.chunks(LANES).enumerate() {
             let offs = std::array::from_fn(|k| {
                 g.get(k).map_or(self.pad, |pt| self.roots[pt.tree as usize])
