@@ -119,10 +119,9 @@ pub(crate) fn build(
 ) -> Option<Flat> {
     let block = (4096 / nf).clamp(LANES, 512) / LANES * LANES;
     let n_total = nodes.len() + leaf_values.len() / width;
-    // every byte offset must fit in u32
+    // every byte offset (nodes, the spare leaf, block columns) must fit in u32
     if n_total.checked_mul(NODE)? >= u32::MAX as usize
         || (2 * nf + 1).checked_mul(block)?.checked_mul(4)? >= u32::MAX as usize
-        || nf.checked_mul(LANES * 8)? >= u32::MAX as usize
     {
         return None;
     }
@@ -336,7 +335,7 @@ unsafe fn walk_on<const L: usize, const LANE_STRIDE: usize>(
     for _ in 0..depth {
         for (k, o) in offs.iter_mut().enumerate() {
             // SAFETY: per the contract, `o` is a node offset and the feature read is in the block;
-            // a split node's true child is the next node.
+            // the next node is one of the children.
             unsafe {
                 let n = &*nodes.add(*o).cast::<FNode>();
                 let v = xr

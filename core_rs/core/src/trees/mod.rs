@@ -2,9 +2,11 @@
 //!
 //! One representation covers every supported estimator: a list of binary trees whose leaves hold
 //! a vector of `width` values added into an output slot range (`TreeMeta::output`), combined by an
-//! [`Aggregation`] (forest mean, boosting sum + link, isolation path length). The layout lives in
-//! `model.rs`, batch scoring in `predict.rs`, Saabas contributions in `contrib.rs` and the
-//! versioned binary artifact in `artifact.rs`.
+//! [`Aggregation`] (forest mean, boosting sum + link, isolation path length). The compact layout
+//! (what artifacts store) lives in `model.rs`; float32 models are scored from a derived layout
+//! built at construction and load (`flat.rs`: transposed row blocks, branch-free lane walks,
+//! leaf root-path tables for contributions); the output transforms are in `predict.rs`, Saabas
+//! contributions in `contrib.rs` and the versioned binary artifact in `artifact.rs`.
 //!
 //! Missing values: a NaN feature value follows its node's `missing_left` flag. scikit-learn
 //! trees (forests, `IsolationForest`, `HistGradientBoosting*`) route NaN exactly this way; for
