@@ -16,7 +16,7 @@ from sklearn.ensemble import GradientBoostingClassifier, IsolationForest, Random
 from infrawatch._core import TreeEnsemble
 
 N_FEATURES = 20
-BATCHES = {"1row": 1, "1k": 1_000, "100k": 100_000}
+BATCHES = {"1row": 1, "1k": 1_000, "10k": 10_000, "100k": 100_000}
 OPSET = {"": 17, "ai.onnx.ml": 3}  # ai.onnx.ml 3 is what IsolationForest's converter needs
 
 
@@ -96,3 +96,15 @@ def test_score(benchmark: Any, models: Any, inputs: Any, case: tuple[str, str, s
         benchmark.pedantic(fn, args=(xb,), rounds=3, iterations=1, warmup_rounds=1)
     else:
         benchmark(fn, xb)
+
+
+CONTRIB_CASES = [(m, b) for m in ("random_forest", "gradient_boosting") for b in ("1row", "1k")]
+
+
+@pytest.mark.parametrize("case", CONTRIB_CASES, ids=["-".join(c) for c in CONTRIB_CASES])
+def test_contributions(benchmark: Any, models: Any, inputs: Any, case: tuple[str, str]) -> None:
+    """Saabas contributions (no competitor in the stack: our own figure, one row and a batch)."""
+    model, batch = case
+    benchmark.group = f"trees contributions {model} {batch}"
+    ours = models[model]["infrawatch"].__self__
+    benchmark(ours.contributions, inputs[batch])

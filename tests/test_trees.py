@@ -246,6 +246,17 @@ def test_contributions_sum_to_output(case: str) -> None:
     np.testing.assert_array_equal(c[:, -1], np.broadcast_to(c[:1, -1], c[:, -1].shape))
 
 
+@pytest.mark.parametrize("case", list(CASES))
+def test_contributions_batch_equals_rows(case: str) -> None:
+    # rows are walked several at a time (and one row through several trees at a time): every
+    # row's contributions are the same bits whichever way it was scored
+    _, m, x, _ = fitted(case)
+    c = m.contributions(x)
+    for i in range(0, len(x), 37):
+        np.testing.assert_array_equal(m.contributions(x[i : i + 1]), c[i : i + 1])
+    np.testing.assert_array_equal(m.contributions(x[5:23]), c[5:23])
+
+
 def test_contributions_depth_one_by_hand() -> None:
     x = np.array([[0.0, 5.0], [1.0, 5.0], [2.0, 5.0], [3.0, 5.0]])
     y = np.array([1.0, 1.0, 4.0, 6.0])

@@ -177,6 +177,7 @@ impl Ensemble {
             nodes,
             leaf_values,
             node_values,
+            flat: None,
         };
         e.validate().map_err(|e| err(e.to_string()))?;
         Ok(e)

@@ -3,6 +3,7 @@
 //! the model output in its accumulation space (forest mean / probability, boosting raw score,
 //! isolation mean path length Σ_t(depth + c(n) − 1)/n_trees).
 
+use super::flat::{self, Flat};
 use super::model::{Node, Nodes, Thr, MISSING_LEFT};
 use super::{Aggregation, Ensemble, TreeError};
 
@@ -15,6 +16,125 @@ impl Ensemble {
     /// # Errors
     /// X has the wrong size.
     pub fn contributions(&self, x: &[f64], n_rows: usize) -> Result<Vec<f64>, TreeError> {
+        self.check_input(x, n_rows)?;
+        let Some(flat) = &self.flat else {
+            return self.contributions_generic(x, n_rows);
+        };
+        let nf = self.n_features();
+        let n_rep = self.contribution_outputs();
+        let mut out = vec![0.0; n_rows * (nf + 1) * n_rep];
+        if n_rep == 1 {
+            self.flat_column(flat, x, self.reported_slot(0), &mut out);
+        } else {
+            let mut one = vec![0.0; n_rows * (nf + 1)];
+            for c in 0..n_rep {
+                self.flat_column(flat, x, self.reported_slot(c), &mut one);
+                for (o, &v) in out.iter_mut().skip(c).step_by(n_rep).zip(&one) {
+                    *o = v;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// One output of [`Ensemble::contributions`]: row-major n_rows × (n_features + 1), bias
+    /// last, for reported output `column` (< [`Ensemble::contribution_outputs`]; 0 is the
+    /// positive class of a binary forest classifier). Cheaper than `contributions` when only one
+    /// output is read (multiclass boosting walks only that class's trees); rows are walked
+    /// several at a time, so one call for many rows beats one call per row.
+    ///
+    /// # Errors
+    /// X has the wrong size or `column` is out of range.
+    pub fn contributions_column(
+        &self,
+        x: &[f64],
+        n_rows: usize,
+        column: usize,
+    ) -> Result<Vec<f64>, TreeError> {
+        let mut out = vec![0.0; n_rows * (self.n_features() + 1)];
+        self.contributions_column_into(x, n_rows, column, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Ensemble::contributions_column`] into a caller's buffer of n_rows × (n_features + 1)
+    /// values (no allocation per call once the thread's scratch space is warm).
+    ///
+    /// # Errors
+    /// X or `out` has the wrong size, or `column` is out of range.
+    pub fn contributions_column_into(
+        &self,
+        x: &[f64],
+        n_rows: usize,
+        column: usize,
+        out: &mut [f64],
+    ) -> Result<(), TreeError> {
+        self.check_input(x, n_rows)?;
+        let nf = self.n_features();
+        let n_rep = self.contribution_outputs();
+        if column >= n_rep {
+            return Err(TreeError::Input(format!(
+                "contribution output {column} out of range (the model reports {n_rep})"
+            )));
+        }
+        if out.len() != n_rows * (nf + 1) {
+            return Err(TreeError::Input(format!(
+                "output buffer holds {} values, expected {n_rows} rows × {}",
+                out.len(),
+                nf + 1
+            )));
+        }
+        if let Some(flat) = &self.flat {
+            self.flat_column(flat, x, self.reported_slot(column), out);
+        } else {
+            let all = self.contributions_generic(x, n_rows)?;
+            for (o, &v) in out.iter_mut().zip(all.iter().skip(column).step_by(n_rep)) {
+                *o = v;
+            }
+        }
+        Ok(())
+    }
+
+    /// The flat layout's contributions to accumulated slot `slot` (its path table is built
+    /// from the compact arrays on first use).
+    fn flat_column(&self, flat: &Flat, x: &[f64], slot: usize, out: &mut [f64]) {
+        let scale = match &self.info.aggregation {
+            Aggregation::Boosting { scale, .. } => *scale,
+            _ => 1.0,
+        };
+        let Nodes::F32(nodes) = &self.nodes else {
+            unreachable!("the flat layout exists only for float32 models")
+        };
+        let w = self.info.width;
+        flat.contributions_column(x, slot, out, || {
+            flat::paths(
+                &self.trees,
+                nodes,
+                &self.leaf_values,
+                &self.node_values,
+                self.n_features(),
+                w,
+                scale,
+                slot,
+            )
+        });
+    }
+
+    /// The accumulated output slot of reported contribution output `c`.
+    fn reported_slot(&self, c: usize) -> usize {
+        if self.contribution_outputs() == self.n_outputs() {
+            c
+        } else {
+            1 // binary forest classifier: the positive class
+        }
+    }
+
+    /// The one-row-at-a-time walk over the compact arrays (float64 models; the reference the
+    /// fast path is tested against).
+    pub(crate) fn contributions_generic(
+        &self,
+        x: &[f64],
+        n_rows: usize,
+    ) -> Result<Vec<f64>, TreeError> {
         self.check_input(x, n_rows)?;
         let nf = self.n_features();
         let n_out = self.n_outputs();

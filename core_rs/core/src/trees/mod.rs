@@ -2,9 +2,11 @@
 //!
 //! One representation covers every supported estimator: a list of binary trees whose leaves hold
 //! a vector of `width` values added into an output slot range (`TreeMeta::output`), combined by an
-//! [`Aggregation`] (forest mean, boosting sum + link, isolation path length). The layout lives in
-//! `model.rs`, batch scoring in `predict.rs`, Saabas contributions in `contrib.rs` and the
-//! versioned binary artifact in `artifact.rs`.
+//! [`Aggregation`] (forest mean, boosting sum + link, isolation path length). The compact layout
+//! (what artifacts store) lives in `model.rs`; float32 models are scored from a derived layout
+//! built at construction and load (`flat.rs`: transposed row blocks, branch-free lane walks,
+//! leaf root-path tables for contributions); the output transforms are in `predict.rs`, Saabas
+//! contributions in `contrib.rs` and the versioned binary artifact in `artifact.rs`.
 //!
 //! Missing values: a NaN feature value follows its node's `missing_left` flag. scikit-learn
 //! trees (forests, `IsolationForest`, `HistGradientBoosting*`) route NaN exactly this way; for
@@ -13,6 +15,7 @@
 
 mod artifact;
 mod contrib;
+mod flat;
 mod model;
 mod predict;
 
@@ -116,6 +119,9 @@ pub struct Ensemble {
     leaf_values: Vec<f64>,
     /// n_internal_total × width: the value of each split node (for contributions).
     node_values: Vec<f64>,
+    /// The scoring layout of float32 models, derived from the arrays above by [`Self::validate`]
+    /// (`None` for float64 models, which use the generic walk).
+    flat: Option<flat::Flat>,
 }
 
 impl Ensemble {
@@ -135,6 +141,7 @@ impl Ensemble {
             nodes,
             leaf_values,
             node_values,
+            flat: None,
         };
         e.validate()?;
         Ok(e)
@@ -306,7 +313,21 @@ impl Ensemble {
             info.feature_names.len(),
             info.width,
             n_out,
-        )
+        )?;
+        self.flat = match &self.nodes {
+            Nodes::F32(nodes) => flat::build(
+                &self.trees,
+                nodes,
+                &self.leaf_values,
+                &self.node_values,
+                info.feature_names.len(),
+                info.width,
+                n_out,
+                &info.aggregation,
+            ),
+            Nodes::F64(_) => None,
+        };
+        Ok(())
     }
 
     fn check_input(&self, x: &[f64], n_rows: usize) -> Result<(), TreeError> {

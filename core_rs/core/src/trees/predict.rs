@@ -1,5 +1,6 @@
-//! Batch scoring: raw accumulation (trees outer, rows inner, in row blocks so a tree stays in
-//! cache) and the per-model output transforms, in scikit-learn's order of operations so results
+//! Batch scoring: raw accumulation (float32 models through `flat.rs`; float64 ones by the generic
+//! walk below: trees outer, rows inner, in row blocks so a tree stays in cache) and the
+//! per-model output transforms, in scikit-learn's order of operations so results
 //! are bit-identical or within an ulp.
 
 use super::model::{leaves, Node, Nodes, Thr, TreeMeta, LANES};
@@ -31,6 +32,10 @@ impl Ensemble {
             Aggregation::Boosting { scale, .. } => Some(*scale),
             _ => None,
         };
+        if let Some(flat) = &self.flat {
+            flat.accumulate(x, &mut acc);
+            return Ok(acc);
+        }
         let nf = self.n_features();
         let rows_per_block = (BLOCK_VALUES / nf).clamp(1, 256);
         let ctx = Ctx {
