@@ -147,6 +147,7 @@ impl Bound {
         out
     }
 
+    #[inline(never)]
     /// Plain-words reasons for row `r` of the kind's feature matrix `x` (see [`crate::explain`]).
     fn explain(
         &self,
@@ -165,6 +166,7 @@ impl Bound {
             .collect())
     }
 
+    #[inline(never)]
     fn positive_proba(&self, x: &[f64], n_store: usize, n: usize) -> Result<Vec<f64>, TreeError> {
         let p = self.model.predict_proba(&self.gather(x, n_store, n), n)?;
         Ok(p.chunks_exact(2).map(|c| c[1]).collect())
@@ -423,7 +425,7 @@ impl Pipeline {
         received_ns: i64,
         limiter: Option<&mut TokenBucket>,
     ) -> Result<ProcessOutput, PipelineError> {
-        let batch = decode(payloads, topics, received_ns);
+        let batch = decode_stage(payloads, topics, received_ns);
         self.process_batch(batch, received_ns, limiter)
     }
 
@@ -467,7 +469,7 @@ impl Pipeline {
             }
             let ki = kind_index(kind);
             let mut x = Vec::new();
-            let folded = self.stores[ki].update_rows(&batch, &rows, &mut x);
+            let folded = features_stage(&mut self.stores[ki], &batch, &rows, &mut x);
             out.stale += folded.iter().filter(|f| !**f).count();
             let Some(models) = &self.bound[ki] else {
                 continue;
@@ -644,7 +646,23 @@ fn field_value(batch: &ReadingBatch, name: &str, i: usize) -> f64 {
     batch.field(name).map_or(f64::NAN, |c| c[i])
 }
 
+#[inline(never)]
+fn decode_stage(payloads: &[&[u8]], topics: Option<&[&str]>, received_ns: i64) -> ReadingBatch {
+    decode(payloads, topics, received_ns)
+}
+
+#[inline(never)]
+fn features_stage(
+    store: &mut FeatureStore,
+    batch: &ReadingBatch,
+    rows: &[usize],
+    x: &mut Vec<f64>,
+) -> Vec<bool> {
+    store.update_rows(batch, rows, x)
+}
+
 /// Verdicts for `rows` (batch indices) of one kind from their feature rows `x`.
+#[inline(never)]
 fn score_kind(
     models: &BoundModels,
     config: &PipelineConfig,
@@ -834,6 +852,7 @@ fn score_kind(
     })
 }
 
+#[inline(never)]
 fn write_reading(w: &mut LineWriter, batch: &ReadingBatch, i: usize, verdict: Option<&Verdict>) {
     w.begin("reading");
     // tags sorted by key: InfluxDB's fastest path
@@ -862,6 +881,7 @@ fn write_reading(w: &mut LineWriter, batch: &ReadingBatch, i: usize, verdict: Op
     w.end(batch.timestamp_ns[i]);
 }
 
+#[inline(never)]
 fn make_alert(batch: &ReadingBatch, i: usize, v: &Verdict) -> Alert {
     let sensor = batch.sensor_id(i);
     let zone = batch.zone(i);
