@@ -1,9 +1,10 @@
 //! The pipeline benchmark's workload in plain Rust (perf / callgrind target; not a test).
 //!
 //! Dump the workload first (`examples/pipeline_workload.py DIR`), then
-//! `cargo run --profile profiling -p infrawatch-core --example pipeline_bench -- DIR [REPS]`:
+//! `cargo run --profile profiling -p infrawatch-core --example pipeline_bench -- DIR [REPS [DUMP]]`:
 //! it folds the first two batches (warm windows) and then processes each later batch in
-//! `measured`, printing the thread CPU time per batch. Under callgrind, count only the measured
+//! `measured`, printing the thread CPU time per batch (with DUMP, writing the measured batches'
+//! line protocol and alerts there, to compare outputs across changes). Under callgrind, count only the measured
 //! batches: `valgrind --tool=callgrind --collect-atstart=no --toggle-collect='*measured*' …`.
 
 use std::sync::Arc;
@@ -74,6 +75,10 @@ fn main() {
     let a: Vec<String> = std::env::args().collect();
     let dir = std::path::Path::new(&a[1]);
     let reps: usize = a.get(2).map_or(1, |r| r.parse().expect("reps"));
+    // optional: write the measured batches' line protocol and alerts there (output comparisons)
+    let mut dump = a
+        .get(3)
+        .map(|p| std::fs::File::create(p).expect("dump file"));
     let load = |name: &str| {
         let bytes = std::fs::read(dir.join(name)).expect("model file");
         Arc::new(Ensemble::from_bytes(&bytes).expect("artifact"))
@@ -97,6 +102,13 @@ fn main() {
             let t = cpu_now();
             let out = measured(&mut pipe, b, received_ns);
             let dt = cpu_now() - t;
+            if let Some(f) = dump.as_mut() {
+                use std::io::Write as _;
+                f.write_all(&out.line_protocol).expect("dump");
+                for al in &out.alerts {
+                    writeln!(f, "{al:?}").expect("dump");
+                }
+            }
             let high = out.risk.iter().filter(|&&r| r >= 2).count();
             println!(
                 "batch {k}: {:.2} ms, {} readings ({high} HIGH+), {} alerts, {} bytes",
