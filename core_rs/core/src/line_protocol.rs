@@ -104,7 +104,10 @@ impl OwnedKey {
 fn write_f64(buf: &mut Vec<u8>, v: f64) {
     let mut b = zmij::Buffer::new();
     let s = b.format_finite(v).as_bytes();
-    if let Some(p) = s.windows(2).position(|w| w == b"e+") {
+    // a positive exponent only from 1e16 up (smaller magnitudes are written out in full)
+    if v.abs() < 1e16 {
+        buf.extend_from_slice(s);
+    } else if let Some(p) = s.windows(2).position(|w| w == b"e+") {
         buf.extend_from_slice(&s[..=p]);
         buf.extend_from_slice(&s[p + 2..]);
     } else {
