@@ -102,6 +102,13 @@ impl OwnedKey {
 /// `1e+16`; both parse, this keeps the output stable).
 #[inline]
 fn write_f64(buf: &mut Vec<u8>, v: f64) {
+    // whole numbers below 1e15 (counts, percentages, dBm): ryu writes the integer and ".0"
+    #[allow(clippy::float_cmp, clippy::cast_possible_truncation)]
+    if v != 0.0 && v.abs() < 1e15 && v == v.trunc() {
+        buf.extend_from_slice(itoa::Buffer::new().format(v as i64).as_bytes());
+        buf.extend_from_slice(b".0");
+        return;
+    }
     let mut b = zmij::Buffer::new();
     let s = b.format_finite(v).as_bytes();
     // a positive exponent only from 1e16 up (smaller magnitudes are written out in full)
@@ -534,6 +541,9 @@ mod tests {
             let u = (state >> 11) as f64 / (1u64 << 53) as f64;
             vals.push(u);
             vals.push(u * 200.0 - 50.0);
+            // whole numbers of every magnitude, and their neighbours
+            let w = (u * 2f64.powi((state % 64) as i32)).round();
+            vals.extend([w, -w, w + 0.5, f64::from_bits(w.to_bits() + 1)]);
         }
         for v in vals {
             let mut got = Vec::new();

@@ -381,20 +381,47 @@ pub struct PyProcessResult {
     source: Py<PyArray1<i32>>,
 }
 
-fn alert_dict<'py>(py: Python<'py>, a: &Alert) -> PyResult<Bound<'py, PyDict>> {
+/// One str object per distinct value within a call: an alert's site, zone, kind, severity,
+/// level, type and model version repeat across a batch's alerts.
+/// A batch has few distinct ones, so a short list searched in order beats hashing.
+struct Strings<'py> {
+    py: Python<'py>,
+    made: Vec<(String, Bound<'py, PyString>)>,
+}
+
+impl<'py> Strings<'py> {
+    const MAX: usize = 32;
+
+    fn get(&mut self, s: &str) -> Bound<'py, PyString> {
+        if let Some((_, o)) = self.made.iter().find(|(k, _)| k == s) {
+            return o.clone();
+        }
+        let o = PyString::new(self.py, s);
+        if self.made.len() < Self::MAX {
+            self.made.push((s.to_owned(), o.clone()));
+        }
+        o
+    }
+}
+
+fn alert_dict<'py>(
+    py: Python<'py>,
+    a: &Alert,
+    strings: &mut Strings<'py>,
+) -> PyResult<Bound<'py, PyDict>> {
     // keys interned once per process: ~15 keys × a thousand alerts a batch otherwise each make a str
     let d = PyDict::new(py);
     d.set_item(intern!(py, "sensor_id"), &a.sensor_id)?;
-    d.set_item(intern!(py, "site"), &a.site)?;
-    d.set_item(intern!(py, "kind"), a.kind.as_str())?;
-    d.set_item(intern!(py, "zone"), &a.zone)?;
-    d.set_item(intern!(py, "severity"), a.risk.severity())?;
+    d.set_item(intern!(py, "site"), strings.get(&a.site))?;
+    d.set_item(intern!(py, "kind"), strings.get(a.kind.as_str()))?;
+    d.set_item(intern!(py, "zone"), strings.get(&a.zone))?;
+    d.set_item(intern!(py, "severity"), strings.get(a.risk.severity()))?;
     d.set_item(intern!(py, "risk"), a.risk as u8)?;
-    d.set_item(intern!(py, "risk_level"), a.risk.as_str())?;
-    d.set_item(intern!(py, "alert_type"), a.alert_type)?;
+    d.set_item(intern!(py, "risk_level"), strings.get(a.risk.as_str()))?;
+    d.set_item(intern!(py, "alert_type"), strings.get(a.alert_type))?;
     d.set_item(intern!(py, "message"), &a.message)?;
     d.set_item(intern!(py, "timestamp_ns"), a.timestamp_ns)?;
-    d.set_item(intern!(py, "model_version"), &a.model_version)?;
+    d.set_item(intern!(py, "model_version"), strings.get(&a.model_version))?;
     d.set_item(intern!(py, "explanation"), &a.explanation)?;
     for (k, v) in &a.scores {
         d.set_item(score_key(py, k), *v)?;
@@ -428,8 +455,12 @@ impl PyProcessResult {
             )?)?;
         }
         let alerts = PyList::empty(py);
+        let mut strings = Strings {
+            py,
+            made: Vec::new(),
+        };
         for a in &out.alerts {
-            alerts.append(alert_dict(py, a)?)?;
+            alerts.append(alert_dict(py, a, &mut strings)?)?;
         }
         Ok(PyProcessResult {
             line_protocol: PyBytes::new(py, &out.line_protocol).unbind(),
