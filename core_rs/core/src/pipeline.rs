@@ -658,10 +658,11 @@ impl Pipeline {
                 }
             }
         }
-        self.scratch.bytes_per_reading = w.len() / out.count.max(1) + 1;
         for a in &out.alerts {
             write_alert(&mut w, a);
         }
+        // alert points included, and a margin: the next batch's buffer grows once at most
+        self.scratch.bytes_per_reading = w.len() / out.count.max(1) * 17 / 16 + 1;
         out.line_protocol = w.into_bytes();
     }
 
