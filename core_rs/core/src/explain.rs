@@ -35,20 +35,68 @@ fn unit(field: &str) -> &'static str {
         .map_or("", |(_, u)| u)
 }
 
+/// `a` (≥ 0) with `d` decimals (d ≤ 3), exactly as `format!("{a:.d$}")` writes it (the exact
+/// binary value rounded half to even) without the formatting machinery: `a = m·2^e` scaled by
+/// `10^d` is an integer product, rounded by its shifted-out bits.
+fn fixed(out: &mut String, a: f64, d: usize) {
+    const POW10: [u64; 4] = [1, 10, 100, 1000];
+    if !(a >= 0.0 && a < 1e15) || d >= POW10.len() {
+        // writing into a String cannot fail
+        let _ = write!(out, "{a:.d$}");
+        return;
+    }
+    let bits = a.to_bits();
+    let biased = ((bits >> 52) & 0x7ff) as i32;
+    let frac = bits & ((1 << 52) - 1);
+    let (m, e) = if biased == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1 << 52), biased - 1075)
+    };
+    // a < 1e15 < 2^52, so e < 0: scaled = m·10^d / 2^sh
+    let scaled = u128::from(m) * u128::from(POW10[d]);
+    let sh = (-e) as u32;
+    let q = if sh >= 128 {
+        0 // below 2^-65: rounds to zero
+    } else {
+        let q = scaled >> sh;
+        let rem = scaled & ((1u128 << sh) - 1);
+        let half = 1u128 << (sh - 1);
+        if rem > half || (rem == half && q & 1 == 1) {
+            q + 1
+        } else {
+            q
+        }
+    };
+    // q < 1e15·1000 + 1 fits in u64
+    let q = q as u64;
+    let p = POW10[d];
+    out.push_str(itoa::Buffer::new().format(q / p));
+    if d > 0 {
+        out.push('.');
+        let f = q % p;
+        let digits = itoa::Buffer::new().format(f).len();
+        for _ in digits..d {
+            out.push('0');
+        }
+        out.push_str(itoa::Buffer::new().format(f));
+    }
+}
+
 /// `v` with three significant figures, a real minus sign, no exponent for everyday magnitudes.
 fn num(out: &mut String, v: f64) {
     let a = v.abs();
     if v < 0.0 {
         out.push('−');
     }
-    // writing into a String cannot fail
-    let _ = if a >= 100.0 || a == 0.0 {
-        write!(out, "{a:.1}")
+    let d = if a >= 100.0 || a == 0.0 {
+        1
     } else if a >= 1.0 {
-        write!(out, "{a:.2}")
+        2
     } else {
-        write!(out, "{a:.3}")
+        3
     };
+    fixed(out, a, d);
 }
 
 fn signed(out: &mut String, v: f64) {
@@ -169,7 +217,11 @@ impl Reason {
                     Some(m) if m.abs() > 1e-12 && ((v - m) / m).abs() >= 0.005 => {
                         let pct = (v - m) / m.abs() * 100.0;
                         let dir = if pct >= 0.0 { "above" } else { "below" };
-                        let _ = write!(out, ", {:.0}% {dir} its window mean", pct.abs());
+                        out.push_str(", ");
+                        fixed(out, pct.abs(), 0);
+                        out.push_str("% ");
+                        out.push_str(dir);
+                        out.push_str(" its window mean");
                     }
                     _ => {}
                 }
@@ -426,6 +478,53 @@ mod tests {
                 let want: Vec<usize> = want.into_iter().take(3).map(|(f, _)| f).collect();
                 let (got, n) = strongest::<3>(&c, n_out, toward);
                 assert_eq!(&got[..n], &want[..], "{c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn fixed_writes_what_the_formatter_writes() {
+        let mut state: u64 = 0x853c_49e6_748f_ea9b;
+        let mut vals = vec![
+            0.0,
+            0.25,
+            0.75,
+            0.05,
+            0.5,
+            1.5,
+            2.5,
+            0.125,
+            0.375,
+            0.0625,
+            0.0005,
+            0.0015,
+            9.995,
+            99.995,
+            999.95,
+            1e-300,
+            5e-324,
+            123_456.789,
+            999_999_999_999_999.9,
+            1e15,
+            1e300,
+        ];
+        for _ in 0..300_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            #[allow(clippy::cast_precision_loss)]
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64;
+            let scale = 10f64.powi((state % 20) as i32 - 6);
+            vals.push(u * scale);
+            // exact ties at every decimal count: k/2000 and friends
+            vals.push(((state >> 40) % 20_000) as f64 / 2000.0);
+            vals.push(f64::from_bits(state >> 2)); // any positive finite (or not) value
+        }
+        for a in vals {
+            for d in 0..=3 {
+                let mut got = String::new();
+                fixed(&mut got, a, d);
+                assert_eq!(got, format!("{a:.d$}"), "{a:e} with {d} decimals");
             }
         }
     }
