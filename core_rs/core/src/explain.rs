@@ -40,7 +40,7 @@ fn unit(field: &str) -> &'static str {
 /// `10^d` is an integer product, rounded by its shifted-out bits.
 fn fixed(out: &mut String, a: f64, d: usize) {
     const POW10: [u64; 4] = [1, 10, 100, 1000];
-    if !(a >= 0.0 && a < 1e15) || d >= POW10.len() {
+    if !(0.0..1e15).contains(&a) || d >= POW10.len() {
         // writing into a String cannot fail
         let _ = write!(out, "{a:.d$}");
         return;
