@@ -31,6 +31,11 @@ ALIASES = {
 
 @pytest.fixture(scope="module")
 def workload() -> dict[str, Any]:
+    return make_workload()
+
+
+def make_workload() -> dict[str, Any]:
+    """The batches and the two forests (also dumped for the Rust profiling example)."""
     rng = np.random.default_rng(0)
     streams = [
         water_flow_stream(rng, STEPS * N_BATCHES, leak_at=15 if s % 10 == 0 else None)

@@ -187,20 +187,16 @@ impl FeatureStore {
         rows: &[usize],
         out: &mut Vec<f64>,
     ) -> Vec<bool> {
-        let nf = self.n_features();
         let cols: Vec<Option<&[f64]>> = self.fields.iter().map(|f| batch.field(f)).collect();
-        let mut values = vec![f64::NAN; cols.len()];
-        let start = out.len();
-        out.resize(start + rows.len() * nf, f64::NAN);
-        let mut folded = Vec::with_capacity(rows.len());
-        for (k, &i) in rows.iter().enumerate() {
-            for (v, c) in values.iter_mut().zip(&cols) {
-                *v = c.map_or(f64::NAN, |c| c[i]);
-            }
-            let row = &mut out[start + k * nf..start + (k + 1) * nf];
-            folded.push(self.update_one(batch.sensor_id(i), batch.timestamp_ns[i], &values, row));
-        }
-        folded
+        let ids = |i: usize| batch.sensor_id(i);
+        self.fold_many(
+            rows.len(),
+            |k| rows[k],
+            &ids,
+            &batch.timestamp_ns,
+            &cols,
+            out,
+        )
     }
 
     /// Fold readings held in columns (the same as `update_rows` over every row of a batch):
@@ -239,19 +235,69 @@ impl FeatureStore {
                 }
             }
         }
+        let ids = |i: usize| sensor_ids[i].as_str();
+        Ok(self.fold_many(n, |k| k, &ids, ts_ns, columns, out))
+    }
+
+    /// Fold readings `index(0..n)` (indices into `ts_ns`, the columns and `ids`), appending their
+    /// rows to `out`: the loop behind `update_rows` and `update_columns`. On x86-64 CPUs with
+    /// AVX2 the same code runs compiled for AVX2 (the per-lane window sums then take one vector
+    /// instruction instead of two; lane for lane the same operations, so the same results).
+    fn fold_many<'c>(
+        &mut self,
+        n: usize,
+        index: impl Fn(usize) -> usize,
+        ids: &dyn Fn(usize) -> &'c str,
+        ts_ns: &[i64],
+        columns: &[Option<&[f64]>],
+        out: &mut Vec<f64>,
+    ) -> Vec<bool> {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: the CPU has AVX2, checked just above.
+            return unsafe { self.fold_many_avx2(n, &index, ids, ts_ns, columns, out) };
+        }
+        self.fold_many_generic(n, &index, ids, ts_ns, columns, out)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn fold_many_avx2<'c>(
+        &mut self,
+        n: usize,
+        index: &dyn Fn(usize) -> usize,
+        ids: &dyn Fn(usize) -> &'c str,
+        ts_ns: &[i64],
+        columns: &[Option<&[f64]>],
+        out: &mut Vec<f64>,
+    ) -> Vec<bool> {
+        self.fold_many_generic(n, index, ids, ts_ns, columns, out)
+    }
+
+    #[inline(always)]
+    fn fold_many_generic<'c>(
+        &mut self,
+        n: usize,
+        index: &dyn Fn(usize) -> usize,
+        ids: &dyn Fn(usize) -> &'c str,
+        ts_ns: &[i64],
+        columns: &[Option<&[f64]>],
+        out: &mut Vec<f64>,
+    ) -> Vec<bool> {
         let nf = self.n_features();
         let mut values = vec![f64::NAN; columns.len()];
         let start = out.len();
         out.resize(start + n * nf, f64::NAN);
         let mut folded = Vec::with_capacity(n);
-        for i in 0..n {
+        for k in 0..n {
+            let i = index(k);
             for (v, c) in values.iter_mut().zip(columns) {
                 *v = c.map_or(f64::NAN, |c| c[i]);
             }
-            let row = &mut out[start + i * nf..start + (i + 1) * nf];
-            folded.push(self.update_one(&sensor_ids[i], ts_ns[i], &values, row));
+            let row = &mut out[start + k * nf..start + (k + 1) * nf];
+            folded.push(self.fold(ids(i), ts_ns[i], &values, row));
         }
-        Ok(folded)
+        folded
     }
 
     /// Fold one reading (`values` in `fields()` order, NaN where missing; non-finite values count
@@ -267,6 +313,12 @@ impl FeatureStore {
         values: &[f64],
         out: &mut [f64],
     ) -> bool {
+        self.fold(sensor_id, ts_ns, values, out)
+    }
+
+    /// `update_one`, always inlined (so that the AVX2 build of the row loop covers it).
+    #[inline(always)]
+    fn fold(&mut self, sensor_id: &str, ts_ns: i64, values: &[f64], out: &mut [f64]) -> bool {
         let k = self.fields.len();
         assert_eq!(values.len(), k, "one value per store field");
         assert_eq!(out.len(), self.names.len(), "one output per feature");
@@ -313,9 +365,18 @@ impl FeatureStore {
         s.len = (s.len + 1).min(w as u32);
         let len = s.len as usize;
 
-        // time of every used slot relative to the newest reading, in seconds
+        // time of every used slot relative to the newest reading, in seconds: a branch-free loop
+        // (it vectorises) with the i128 fallback of `rel_seconds` only if a difference overflowed
+        let mut overflow = false;
         for (t, &b) in self.t[..len].iter_mut().zip(&ts_ring[..len]) {
-            *t = rel_seconds(ts_of(b), ts_ns);
+            let (d, o) = ts_of(b).overflowing_sub(ts_ns);
+            overflow |= o;
+            *t = d as f64 / NS_PER_S;
+        }
+        if overflow {
+            for (t, &b) in self.t[..len].iter_mut().zip(&ts_ring[..len]) {
+                *t = rel_seconds(ts_of(b), ts_ns);
+            }
         }
         let t = &self.t[..len];
         let day = ts_ns.div_euclid(NS_PER_DAY);
@@ -466,6 +527,7 @@ impl FeatureStore {
 /// Sums run over deviations from a shift (the newest value when present, else the first valid
 /// one): with large offsets (1e6 + noise) the mean, spread and z-score then lose precision to
 /// the noise's magnitude, not the offset's.
+#[inline(always)]
 fn field_stats(ring: &[f64], t: &[f64], last: f64, delta: f64, ewma: f64, o: &mut [f64]) {
     let shift = if last.is_nan() {
         ring.iter()
@@ -520,7 +582,7 @@ fn field_stats(ring: &[f64], t: &[f64], last: f64, delta: f64, ewma: f64, o: &mu
 const LANES: usize = 4;
 
 /// Count, Σ(v − shift), Σt, min and max over the non-NaN values.
-#[inline]
+#[inline(always)]
 fn first_pass(ring: &[f64], t: &[f64], shift: f64) -> [f64; 5] {
     let mut n = [0.0; LANES];
     let mut sd = [0.0; LANES];
@@ -532,8 +594,9 @@ fn first_pass(ring: &[f64], t: &[f64], shift: f64) -> [f64; 5] {
         n[l] += if m { 1.0 } else { 0.0 };
         sd[l] += if m { v - shift } else { 0.0 };
         st[l] += if m { ti } else { 0.0 };
-        lo[l] = if m { lo[l].min(v) } else { lo[l] };
-        hi[l] = if m { hi[l].max(v) } else { hi[l] };
+        // a NaN compares false: no mask needed (and plain selects, not NaN-aware min/max)
+        lo[l] = if v < lo[l] { v } else { lo[l] };
+        hi[l] = if v > hi[l] { v } else { hi[l] };
     };
     for_lanes(ring, t, &mut step);
     [
@@ -547,7 +610,7 @@ fn first_pass(ring: &[f64], t: &[f64], shift: f64) -> [f64; 5] {
 
 /// Feed `(lane, value, time)` to `step` over the window, `LANES` independent accumulators wide
 /// (so the sums vectorise), the remainder into the first lanes.
-#[inline]
+#[inline(always)]
 fn for_lanes(ring: &[f64], t: &[f64], step: &mut impl FnMut(usize, f64, f64)) {
     let (rc, tc) = (ring.chunks_exact(LANES), t.chunks_exact(LANES));
     let (rr, tr) = (rc.remainder(), tc.remainder());
@@ -563,7 +626,7 @@ fn for_lanes(ring: &[f64], t: &[f64], step: &mut impl FnMut(usize, f64, f64)) {
 
 /// Σ(v − mean)², Σ(t − t̄)(v − mean) and Σ(t − t̄)² over the non-NaN values (deviations taken
 /// as `(v − shift) − dmean` for precision with large offsets).
-#[inline]
+#[inline(always)]
 fn second_pass(ring: &[f64], t: &[f64], shift: f64, dmean: f64, mt: f64) -> [f64; 3] {
     let mut sdd = [0.0; LANES];
     let mut sxy = [0.0; LANES];
@@ -580,18 +643,19 @@ fn second_pass(ring: &[f64], t: &[f64], shift: f64, dmean: f64, mt: f64) -> [f64
     [sum_lanes(&sdd), sum_lanes(&sxy), sum_lanes(&sxx)]
 }
 
-#[inline]
+#[inline(always)]
 fn sum_lanes(a: &[f64; LANES]) -> f64 {
     (a[0] + a[1]) + (a[2] + a[3])
 }
 
+#[inline(always)]
 fn ts_of(bits: f64) -> i64 {
     bits.to_bits() as i64
 }
 
 /// `(ts - newest)` in seconds: the difference is exact before its one rounding to f64 (i128
 /// only when it overflows i64, since i128 → f64 conversion is slow).
-#[inline]
+#[inline(always)]
 fn rel_seconds(ts: i64, newest: i64) -> f64 {
     match ts.checked_sub(newest) {
         Some(d) => d as f64 / NS_PER_S,

@@ -5,16 +5,18 @@
 //!
 //! Its output is, by construction and by test, what composing the separate kernels gives.
 
-use std::collections::HashMap;
+use std::fmt::Write as _;
 use std::sync::Arc;
+
+use hashbrown::HashMap;
 
 use crate::batch::{MessageError, ReadingBatch};
 use crate::decode::decode;
-use crate::explain::{describe, top_features, Toward};
+use crate::explain::{strongest, Reason, Toward};
 use crate::features::{FeatureError, FeatureStore};
 use crate::fields::Kind;
 use crate::limiter::TokenBucket;
-use crate::line_protocol::LineWriter;
+use crate::line_protocol::{Key, LineWriter, OwnedKey};
 use crate::risk::{
     confidence, default_quality_limits, QualityLimit, RiskLevel, ScoreBands, ZonePolicy,
 };
@@ -95,6 +97,10 @@ pub struct Models {
 struct Bound {
     model: Arc<Ensemble>,
     cols: Vec<usize>,
+    /// The model reads the store row as it is (the store's features, in order): no gather.
+    identity: bool,
+    /// Per model feature: how to say it in words (resolved against the store's columns).
+    reasons: Vec<Reason>,
 }
 
 impl Bound {
@@ -131,43 +137,99 @@ impl Bound {
                 )));
             }
         }
+        let identity = cols.len() == names.len() && cols.iter().enumerate().all(|(i, &c)| i == c);
+        let reasons = model
+            .feature_names()
+            .iter()
+            .map(|f| Reason::new(f, names))
+            .collect();
         Ok(Bound {
             model: Arc::clone(model),
             cols,
+            identity,
+            reasons,
         })
     }
 
-    /// The model's input matrix from the kind's feature rows (row-major, `n` rows).
-    fn gather(&self, x: &[f64], n_store: usize, n: usize) -> Vec<f64> {
-        let mut out = Vec::with_capacity(n * self.cols.len());
-        for r in 0..n {
-            let row = &x[r * n_store..(r + 1) * n_store];
-            out.extend(self.cols.iter().map(|&c| row[c]));
+    /// The model's input matrix for `n` rows of the kind's feature matrix `x` (row-major): `x`
+    /// itself when the model reads the store row as it is, else gathered into `scratch`.
+    fn input<'a>(
+        &self,
+        x: &'a [f64],
+        n_store: usize,
+        n: usize,
+        scratch: &'a mut Vec<f64>,
+    ) -> &'a [f64] {
+        if self.identity {
+            return &x[..n * n_store];
         }
-        out
+        scratch.clear();
+        scratch.reserve(n * self.cols.len());
+        for row in x.chunks_exact(n_store).take(n) {
+            scratch.extend(self.cols.iter().map(|&c| row[c]));
+        }
+        scratch
     }
 
-    /// Plain-words reasons for row `r` of the kind's feature matrix `x` (see [`crate::explain`]).
+    #[inline(never)]
+    fn positive_proba(
+        &self,
+        x: &[f64],
+        n_store: usize,
+        n: usize,
+        scratch: &mut Vec<f64>,
+    ) -> Result<Vec<f64>, TreeError> {
+        let p = self
+            .model
+            .predict_proba(self.input(x, n_store, n, scratch), n)?;
+        Ok(p.chunks_exact(2).map(|c| c[1]).collect())
+    }
+
+    /// Append plain-words reasons (see [`crate::explain`]) to the verdicts of `rows` (indices
+    /// into `x`'s rows and `verdicts`), up to three reasons per verdict: one contributions call
+    /// for all the rows this model decides.
+    #[inline(never)]
+    #[allow(clippy::too_many_arguments)]
     fn explain(
         &self,
         x: &[f64],
         n_store: usize,
-        r: usize,
+        rows: &[usize],
         toward: Toward,
-        store_names: &[String],
-    ) -> Result<Vec<String>, TreeError> {
-        let row = &x[r * n_store..(r + 1) * n_store];
-        let xm: Vec<f64> = self.cols.iter().map(|&c| row[c]).collect();
-        let top = top_features(&self.model, &xm, toward, 3)?;
-        Ok(top
-            .into_iter()
-            .map(|f| describe(&self.model.feature_names()[f], store_names, row))
-            .collect())
-    }
-
-    fn positive_proba(&self, x: &[f64], n_store: usize, n: usize) -> Result<Vec<f64>, TreeError> {
-        let p = self.model.predict_proba(&self.gather(x, n_store, n), n)?;
-        Ok(p.chunks_exact(2).map(|c| c[1]).collect())
+        verdicts: &mut [Verdict],
+        words: &mut String,
+        scratch: &mut Vec<f64>,
+    ) -> Result<(), TreeError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        scratch.clear();
+        scratch.reserve(rows.len() * self.cols.len());
+        for &r in rows {
+            let row = &x[r * n_store..(r + 1) * n_store];
+            if self.identity {
+                scratch.extend_from_slice(row);
+            } else {
+                scratch.extend(self.cols.iter().map(|&c| row[c]));
+            }
+        }
+        let c = self.model.contributions(scratch, rows.len())?;
+        let n_out = self.model.contribution_outputs();
+        let per_row = (self.model.n_features() + 1) * n_out;
+        for (&r, c) in rows.iter().zip(c.chunks_exact(per_row)) {
+            let (top, n) = strongest::<3>(c, n_out, toward);
+            let row = &x[r * n_store..(r + 1) * n_store];
+            let e = &mut verdicts[r].explanation;
+            for &f in &top[..n] {
+                if e.is_full() {
+                    break;
+                }
+                let start = words.len();
+                self.reasons[f].write(words, row);
+                e.push(start, words.len());
+            }
+        }
+        Ok(())
     }
 }
 
@@ -191,6 +253,16 @@ enum BoundModels {
         tolerance: f64,
         anomaly_types: Option<Vec<&'static str>>,
     },
+}
+
+impl BoundModels {
+    fn version(&self) -> &str {
+        match self {
+            BoundModels::WaterFlow { version, .. }
+            | BoundModels::WaterQuality { version, .. }
+            | BoundModels::Energy { version, .. } => version,
+        }
+    }
 }
 
 /// An alert raised when a sensor's risk rises to HIGH or CRITICAL.
@@ -233,6 +305,41 @@ impl Scores {
     }
 }
 
+/// Up to three reasons in words, strongest first, as byte ranges of the batch's shared text
+/// (no allocation per verdict).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct Explanation {
+    spans: [(u32, u32); 3],
+    len: u8,
+}
+
+impl Explanation {
+    fn is_full(&self) -> bool {
+        self.len as usize == self.spans.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn push(&mut self, start: usize, end: usize) {
+        if !self.is_full() {
+            // the text of one batch stays far below 4 GiB (a few hundred bytes per verdict)
+            self.spans[self.len as usize] = (start as u32, end as u32);
+            self.len += 1;
+        }
+    }
+
+    /// The reasons, given the text the spans point into.
+    fn reasons<'a>(&self, words: &'a str) -> [&'a str; 3] {
+        let mut out = [""; 3];
+        for (o, &(s, e)) in out.iter_mut().zip(&self.spans[..self.len as usize]) {
+            *o = &words[s as usize..e as usize];
+        }
+        out
+    }
+}
+
 /// The verdict for one reading.
 #[derive(Debug, Clone, PartialEq)]
 struct Verdict {
@@ -241,10 +348,8 @@ struct Verdict {
     scores: Scores,
     anomaly_type: Option<&'static str>,
     alert_type: &'static str,
-    /// Shared: cloning it per reading costs a reference count, not an allocation.
-    version: Arc<str>,
     /// For HIGH and CRITICAL verdicts: up to three reasons in plain words, strongest first.
-    explanation: Vec<String>,
+    explanation: Explanation,
 }
 
 /// What one `process` call produced.
@@ -293,6 +398,7 @@ pub struct Pipeline {
     stores: Vec<FeatureStore>, // indexed like Kind::ALL
     bound: [Option<BoundModels>; 3],
     last_risk: HashMap<String, RiskLevel>,
+    scratch: Scratch,
 }
 
 fn kind_index(k: Kind) -> usize {
@@ -326,6 +432,7 @@ impl Pipeline {
             stores,
             bound: [None, None, None],
             last_risk: HashMap::new(),
+            scratch: Scratch::default(),
         };
         p.set_models(models)?;
         Ok(p)
@@ -423,7 +530,7 @@ impl Pipeline {
         received_ns: i64,
         limiter: Option<&mut TokenBucket>,
     ) -> Result<ProcessOutput, PipelineError> {
-        let batch = decode(payloads, topics, received_ns);
+        let batch = decode_stage(payloads, topics, received_ns);
         self.process_batch(batch, received_ns, limiter)
     }
 
@@ -433,99 +540,130 @@ impl Pipeline {
     /// As `process`.
     pub fn process_batch(
         &mut self,
-        batch: ReadingBatch,
+        mut batch: ReadingBatch,
         received_ns: i64,
         limiter: Option<&mut TokenBucket>,
     ) -> Result<ProcessOutput, PipelineError> {
         let n = batch.len();
         let mut out = ProcessOutput {
-            errors: batch.errors.clone(),
+            errors: std::mem::take(&mut batch.errors),
             ..ProcessOutput::default()
         };
 
         // 1. rate limit, in batch order, keyed by sensor at the time of receipt
-        let mut accepted = vec![true; n];
-        if let Some(lim) = limiter {
-            for (i, ok) in accepted.iter_mut().enumerate() {
-                if !lim.allow(batch.sensor_id(i), received_ns) {
-                    *ok = false;
-                    out.rate_limited
-                        .push(usize::try_from(batch.source[i]).unwrap_or(0));
-                    out.rate_limited_sensors.push(batch.sensor_id(i).to_owned());
-                }
-            }
-        }
+        let accepted = limit_stage(&batch, received_ns, limiter, &mut out);
 
         // 2. features and verdicts per kind
+        let scratch = &mut self.scratch;
+        scratch.words.clear();
         let mut verdicts: Vec<Option<Verdict>> = vec![None; n];
         for kind in Kind::ALL {
-            let rows: Vec<usize> = (0..n)
+            let mut rows: Vec<usize> = (0..n)
                 .filter(|&i| accepted[i] && batch.kind(i) == kind)
                 .collect();
             if rows.is_empty() {
                 continue;
             }
             let ki = kind_index(kind);
-            let mut x = Vec::new();
-            let folded = self.stores[ki].update_rows(&batch, &rows, &mut x);
-            out.stale += folded.iter().filter(|f| !**f).count();
+            let x = &mut scratch.x;
+            x.clear();
+            let folded = features_stage(&mut self.stores[ki], &batch, &rows, x);
+            let n_stale = folded.iter().filter(|f| !**f).count();
+            out.stale += n_stale;
             let Some(models) = &self.bound[ki] else {
                 continue;
             };
             let n_store = self.stores[ki].n_features();
             // score only folded rows: a stale row is stored, its earlier verdict left untouched
-            let keep: Vec<usize> = (0..rows.len()).filter(|&r| folded[r]).collect();
-            if keep.is_empty() {
-                continue;
+            if n_stale > 0 {
+                let mut kept = 0;
+                for (r, &f) in folded.iter().enumerate() {
+                    if f {
+                        x.copy_within(r * n_store..(r + 1) * n_store, kept * n_store);
+                        rows[kept] = rows[r];
+                        kept += 1;
+                    }
+                }
+                rows.truncate(kept);
+                x.truncate(kept * n_store);
+                if kept == 0 {
+                    continue;
+                }
             }
-            let xs: Vec<f64> = keep
-                .iter()
-                .flat_map(|&r| x[r * n_store..(r + 1) * n_store].iter().copied())
-                .collect();
             let vs = score_kind(
                 models,
                 &self.config,
-                self.stores[ki].feature_names(),
                 &batch,
-                &keep.iter().map(|&r| rows[r]).collect::<Vec<_>>(),
-                &xs,
+                &rows,
+                x,
                 n_store,
+                &mut scratch.words,
+                &mut scratch.gathered,
             )?;
-            for (&r, v) in keep.iter().zip(vs) {
-                verdicts[rows[r]] = Some(v);
+            for (&i, v) in rows.iter().zip(vs) {
+                verdicts[i] = Some(v);
             }
         }
 
         // 3. line protocol: readings in batch order, then alerts
-        let mut w = LineWriter::with_capacity(n * 160);
+        self.write_stage(&batch, &accepted, &verdicts, &mut out);
+        Ok(out)
+    }
+
+    /// The `reading` points in batch order, each sensor's risk rises as alerts, then the
+    /// `alert` points.
+    #[inline(never)]
+    fn write_stage(
+        &mut self,
+        batch: &ReadingBatch,
+        accepted: &[bool],
+        verdicts: &[Option<Verdict>],
+        out: &mut ProcessOutput,
+    ) {
+        let n = batch.len();
+        let versions = self
+            .bound
+            .each_ref()
+            .map(|b| b.as_ref().map(BoundModels::version));
+        let estimate = n * self.scratch.bytes_per_reading.max(160) + n / 8;
+        let mut w = LineWriter::with_capacity(estimate);
+        let keys = BatchKeys::new(batch);
+        out.risk.reserve(n);
+        out.source.reserve(n);
         for i in 0..n {
             if !accepted[i] {
                 continue;
             }
-            write_reading(&mut w, &batch, i, verdicts[i].as_ref());
+            let text = verdicts[i].as_ref().map(|v| VerdictText {
+                verdict: v,
+                version: versions[kind_index(batch.kind(i))].unwrap_or_default(),
+                words: &self.scratch.words,
+            });
+            write_reading(&mut w, batch, &keys, i, text.as_ref());
             out.count += 1;
             out.risk
-                .push(verdicts[i].as_ref().map_or(-1, |v| v.risk as i8));
+                .push(text.as_ref().map_or(-1, |t| t.verdict.risk as i8));
             out.source.push(batch.source[i]);
-            if let Some(v) = &verdicts[i] {
-                let prev = self
-                    .last_risk
-                    .get_mut(batch.sensor_id(i))
-                    .map(|r| std::mem::replace(r, v.risk));
-                let prev = prev.unwrap_or_else(|| {
-                    self.last_risk.insert(batch.sensor_id(i).to_owned(), v.risk);
-                    RiskLevel::default()
-                });
-                if v.risk >= RiskLevel::High && v.risk > prev {
-                    out.alerts.push(make_alert(&batch, i, v));
+            if let Some(t) = &text {
+                let risk = t.verdict.risk;
+                let prev = match self.last_risk.get_mut(batch.sensor_id(i)) {
+                    Some(r) => std::mem::replace(r, risk),
+                    None => {
+                        self.last_risk.insert(batch.sensor_id(i).into(), risk);
+                        RiskLevel::default()
+                    }
+                };
+                if risk >= RiskLevel::High && risk > prev {
+                    out.alerts.push(make_alert(batch, i, t));
                 }
             }
         }
         for a in &out.alerts {
             write_alert(&mut w, a);
         }
+        // alert points included, and a margin: the next batch's buffer grows once at most
+        self.scratch.bytes_per_reading = w.len() / out.count.max(1) * 17 / 16 + 1;
         out.line_protocol = w.into_bytes();
-        Ok(out)
     }
 
     /// Serialise the rolling state (every kind's feature store and each sensor's last risk).
@@ -632,52 +770,111 @@ impl<'a> Reader<'a> {
 }
 
 /// "ph 9.10 outside 6.50–8.50", "turbidity_ntu 7.20 above 5.00".
-fn limit_words(l: &QualityLimit, v: f64) -> String {
-    match (l.min.is_finite(), l.max.is_finite()) {
-        (true, true) => format!("{} {v:.2} outside {:.2}–{:.2}", l.field, l.min, l.max),
-        (false, _) => format!("{} {v:.2} above {:.2}", l.field, l.max),
-        (_, false) => format!("{} {v:.2} below {:.2}", l.field, l.min),
+fn limit_words(out: &mut String, l: &QualityLimit, v: f64) {
+    // writing into a String cannot fail
+    let _ = match (l.min.is_finite(), l.max.is_finite()) {
+        (true, true) => write!(out, "{} {v:.2} outside {:.2}–{:.2}", l.field, l.min, l.max),
+        (false, _) => write!(out, "{} {v:.2} above {:.2}", l.field, l.max),
+        (_, false) => write!(out, "{} {v:.2} below {:.2}", l.field, l.min),
+    };
+}
+
+/// Per reading, whether the token bucket let it through; the others are reported in `out`.
+#[inline(never)]
+fn limit_stage(
+    batch: &ReadingBatch,
+    received_ns: i64,
+    limiter: Option<&mut TokenBucket>,
+    out: &mut ProcessOutput,
+) -> Vec<bool> {
+    let mut accepted = vec![true; batch.len()];
+    if let Some(lim) = limiter {
+        for (i, ok) in accepted.iter_mut().enumerate() {
+            if !lim.allow(batch.sensor_id(i), received_ns) {
+                *ok = false;
+                out.rate_limited
+                    .push(usize::try_from(batch.source[i]).unwrap_or(0));
+                out.rate_limited_sensors.push(batch.sensor_id(i).to_owned());
+            }
+        }
+    }
+    accepted
+}
+
+#[inline(never)]
+fn decode_stage(payloads: &[&[u8]], topics: Option<&[&str]>, received_ns: i64) -> ReadingBatch {
+    decode(payloads, topics, received_ns)
+}
+
+#[inline(never)]
+fn features_stage(
+    store: &mut FeatureStore,
+    batch: &ReadingBatch,
+    rows: &[usize],
+    x: &mut Vec<f64>,
+) -> Vec<bool> {
+    store.update_rows(batch, rows, x)
+}
+
+/// Reusable buffers of the hot path (kept between batches: no page faults on multi-megabyte
+/// allocations each call). Never part of the pipeline's state: cloning gives empty buffers.
+#[derive(Debug, Default)]
+struct Scratch {
+    /// A kind's feature rows.
+    x: Vec<f64>,
+    /// A model's gathered input rows.
+    gathered: Vec<f64>,
+    /// The reasons in words of a batch's verdicts (see `Explanation`).
+    words: String,
+    /// Line-protocol bytes per reading of the last batch, to size the next one's buffer.
+    bytes_per_reading: usize,
+}
+
+impl Clone for Scratch {
+    fn clone(&self) -> Self {
+        Scratch::default()
     }
 }
 
-fn field_value(batch: &ReadingBatch, name: &str, i: usize) -> f64 {
-    batch.field(name).map_or(f64::NAN, |c| c[i])
-}
-
-/// Verdicts for `rows` (batch indices) of one kind from their feature rows `x`.
+/// Verdicts for `rows` (batch indices) of one kind from their feature rows `x`; explanations
+/// go to `words`.
+#[inline(never)]
+#[allow(clippy::too_many_arguments)]
 fn score_kind(
     models: &BoundModels,
     config: &PipelineConfig,
-    store_names: &[String],
     batch: &ReadingBatch,
     rows: &[usize],
     x: &[f64],
     n_store: usize,
+    words: &mut String,
+    scratch: &mut Vec<f64>,
 ) -> Result<Vec<Verdict>, PipelineError> {
     let n = rows.len();
     Ok(match models {
-        BoundModels::WaterFlow {
-            version,
-            leak,
-            burst,
-        } => {
-            let pl = leak.positive_proba(x, n_store, n)?;
-            let pb = burst.positive_proba(x, n_store, n)?;
-            rows.iter()
+        BoundModels::WaterFlow { leak, burst, .. } => {
+            let pl = leak.positive_proba(x, n_store, n, scratch)?;
+            let pb = burst.positive_proba(x, n_store, n, scratch)?;
+            let (mut by_leak, mut by_burst) = (Vec::new(), Vec::new());
+            let mut vs: Vec<Verdict> = rows
+                .iter()
                 .enumerate()
                 .map(|(r, &i)| {
-                    let risk = config.zone_policy.water_flow(batch.zone(i), pl[r], pb[r]);
                     let t = config.zone_policy.thresholds(batch.zone(i));
+                    let risk = t.level(pl[r], pb[r]);
                     // a burst is the incident when its probability crossed its own bound
                     let is_burst = pb[r] > t.high_burst
                         && (pb[r] > t.critical_burst || pl[r] <= t.critical_leak);
-                    let explanation = if risk >= RiskLevel::High {
-                        let m = if is_burst { burst } else { leak };
-                        m.explain(x, n_store, r, Toward::Up(0), store_names)?
-                    } else {
-                        Vec::new()
-                    };
-                    Ok(Verdict {
+                    if risk >= RiskLevel::High {
+                        // explained by the deciding model only
+                        if is_burst {
+                            &mut by_burst
+                        } else {
+                            &mut by_leak
+                        }
+                        .push(r);
+                    }
+                    Verdict {
                         risk,
                         confidence: confidence(pl[r].max(pb[r])),
                         scores: Scores::of(&[
@@ -686,58 +883,73 @@ fn score_kind(
                         ]),
                         anomaly_type: None,
                         alert_type: if is_burst { "burst" } else { "leak" },
-                        version: version.clone(),
-                        explanation,
-                    })
+                        explanation: Explanation::default(),
+                    }
                 })
-                .collect::<Result<_, TreeError>>()?
+                .collect();
+            leak.explain(x, n_store, &by_leak, Toward::Up(0), &mut vs, words, scratch)?;
+            burst.explain(
+                x,
+                n_store,
+                &by_burst,
+                Toward::Up(0),
+                &mut vs,
+                words,
+                scratch,
+            )?;
+            vs
         }
         BoundModels::WaterQuality {
-            version,
             contamination,
             bands,
+            ..
         } => {
             let pc = match contamination {
-                Some(b) => Some(b.positive_proba(x, n_store, n)?),
+                Some(b) => Some(b.positive_proba(x, n_store, n, scratch)?),
                 None => None,
             };
-            rows.iter()
+            let limits: Vec<(&QualityLimit, Option<&[f64]>)> = config
+                .quality_limits
+                .iter()
+                .map(|l| (l, batch.field(&l.field)))
+                .collect();
+            let mut by_model = Vec::new();
+            let mut vs: Vec<Verdict> = rows
+                .iter()
                 .enumerate()
                 .map(|(r, &i)| {
                     let p = pc.as_ref().map_or(f64::NAN, |v| v[r]);
                     let model_risk = bands.level(p);
-                    let breached: Vec<_> = config
-                        .quality_limits
+                    let value = |c: Option<&[f64]>| c.map_or(f64::NAN, |c| c[i]);
+                    let breached = |(l, c): &&(&QualityLimit, Option<&[f64]>)| {
+                        let v = value(*c);
+                        v < l.min || v > l.max
+                    };
+                    let limit_risk = limits
                         .iter()
-                        .filter(|l| {
-                            let v = field_value(batch, &l.field, i);
-                            v < l.min || v > l.max
-                        })
-                        .collect();
-                    let limit_risk = breached.iter().map(|l| l.level).max().unwrap_or_default();
+                        .filter(breached)
+                        .map(|(l, _)| l.level)
+                        .max()
+                        .unwrap_or_default();
                     let risk = model_risk.max(limit_risk);
-                    let mut explanation: Vec<String> = breached
-                        .iter()
-                        .map(|l| limit_words(l, field_value(batch, &l.field, i)))
-                        .collect();
-                    if model_risk >= RiskLevel::High {
-                        if let Some(b) = contamination {
-                            explanation.extend(b.explain(
-                                x,
-                                n_store,
-                                r,
-                                Toward::Up(0),
-                                store_names,
-                            )?);
+                    let mut explanation = Explanation::default();
+                    if risk >= RiskLevel::High {
+                        // the limits breached first, then the model's reasons, three at most
+                        for (l, c) in limits.iter().filter(breached) {
+                            let start = words.len();
+                            limit_words(words, l, value(*c));
+                            explanation.push(start, words.len());
+                        }
+                        if model_risk >= RiskLevel::High && !explanation.is_full() {
+                            by_model.push(r);
                         }
                     }
-                    explanation.truncate(3);
                     let scores = if pc.is_some() {
                         Scores::of(&[("contamination_probability", p)])
                     } else {
                         Scores::default()
                     };
-                    Ok(Verdict {
+                    Verdict {
                         risk,
                         confidence: if pc.is_some() { confidence(p) } else { 1.0 },
                         scores,
@@ -747,32 +959,40 @@ fn score_kind(
                         } else {
                             "contamination"
                         },
-                        version: version.clone(),
-                        explanation: if risk >= RiskLevel::High {
-                            explanation
-                        } else {
-                            Vec::new()
-                        },
-                    })
+                        explanation,
+                    }
                 })
-                .collect::<Result<_, TreeError>>()?
+                .collect();
+            if let Some(b) = contamination {
+                b.explain(
+                    x,
+                    n_store,
+                    &by_model,
+                    Toward::Up(0),
+                    &mut vs,
+                    words,
+                    scratch,
+                )?;
+            }
+            vs
         }
         BoundModels::Energy {
-            version,
             expected,
             anomaly,
             bands,
             tolerance,
             anomaly_types,
+            ..
         } => {
             let exp = expected
                 .model
-                .predict_value(&expected.gather(x, n_store, n), n)?;
-            let xa = anomaly.gather(x, n_store, n);
+                .predict_value(expected.input(x, n_store, n, scratch), n)?;
             let n_classes = anomaly.model.n_classes();
             // per row: (score in [0, 1], most probable anomalous class if a classifier)
             let scored: Vec<(f64, Option<usize>)> = if n_classes >= 2 {
-                let p = anomaly.model.predict_proba(&xa, n)?;
+                let p = anomaly
+                    .model
+                    .predict_proba(anomaly.input(x, n_store, n, scratch), n)?;
                 p.chunks_exact(n_classes)
                     .map(|c| {
                         let top = (1..n_classes).max_by(|&a, &b| c[a].total_cmp(&c[b]));
@@ -782,15 +1002,20 @@ fn score_kind(
             } else {
                 // IsolationForest's score_samples is −2^(−E[h]/c) ∈ [−1, 0): its negation is the
                 // anomaly score of Liu et al. in (0, 1], > 0.5 leaning anomalous.
-                let ss = anomaly.model.score_samples(&xa, n)?;
+                let ss = anomaly
+                    .model
+                    .score_samples(anomaly.input(x, n_store, n, scratch), n)?;
                 ss.iter().map(|s| (-s, None)).collect()
             };
-            rows.iter()
+            let kwh = batch.field("energy_kwh");
+            let mut explained = Vec::new();
+            let mut vs: Vec<Verdict> = rows
+                .iter()
                 .enumerate()
                 .map(|(r, &i)| {
                     let (score, top) = scored[r];
                     let risk = bands.level(score);
-                    let actual = field_value(batch, "energy_kwh", i);
+                    let actual = kwh.map_or(f64::NAN, |c| c[i]);
                     let typed = top.and_then(|c| anomaly_types.as_ref()?.get(c).copied());
                     let kind = typed.unwrap_or(if actual > exp[r] * (1.0 + tolerance) {
                         "high_consumption"
@@ -799,78 +1024,137 @@ fn score_kind(
                     } else {
                         "unusual_pattern"
                     });
-                    let mut explanation = Vec::new();
+                    let mut explanation = Explanation::default();
                     if risk >= RiskLevel::High {
                         if actual.is_finite() && exp[r].abs() > 1e-12 {
                             let pct = (actual - exp[r]) / exp[r].abs() * 100.0;
-                            explanation.push(format!(
+                            let start = words.len();
+                            // writing into a String cannot fail
+                            let _ = write!(
+                                words,
                                 "energy_kwh {actual:.3} vs {:.3} expected ({pct:+.0}%)",
                                 exp[r]
-                            ));
+                            );
+                            explanation.push(start, words.len());
                         }
-                        // towards the alert: less P(normal) for a classifier, shorter isolation paths
-                        let toward = if n_classes >= 2 && anomaly.model.contribution_outputs() > 1 {
-                            Toward::Down(0)
-                        } else if n_classes >= 2 {
-                            Toward::Up(0)
-                        } else {
-                            Toward::Down(0)
-                        };
-                        explanation.extend(anomaly.explain(x, n_store, r, toward, store_names)?);
-                        explanation.truncate(3);
+                        explained.push(r);
                     }
-                    Ok(Verdict {
+                    Verdict {
                         risk,
                         confidence: confidence(score),
                         scores: Scores::of(&[("anomaly_score", score), ("expected_kwh", exp[r])]),
                         anomaly_type: (risk >= RiskLevel::Medium).then_some(kind),
                         alert_type: kind,
-                        version: version.clone(),
                         explanation,
-                    })
+                    }
                 })
-                .collect::<Result<_, TreeError>>()?
+                .collect();
+            // towards the alert: less P(normal) for a classifier, shorter isolation paths
+            let toward = if n_classes >= 2 && anomaly.model.contribution_outputs() > 1 {
+                Toward::Down(0)
+            } else if n_classes >= 2 {
+                Toward::Up(0)
+            } else {
+                Toward::Down(0)
+            };
+            anomaly.explain(x, n_store, &explained, toward, &mut vs, words, scratch)?;
+            vs
         }
     })
 }
 
-fn write_reading(w: &mut LineWriter, batch: &ReadingBatch, i: usize, verdict: Option<&Verdict>) {
-    w.begin("reading");
-    // tags sorted by key: InfluxDB's fastest path
-    w.tag("kind", batch.kind(i).as_str());
-    w.tag("sensor_id", batch.sensor_id(i));
-    w.tag("site", batch.site(i));
-    w.tag("zone", batch.zone(i));
-    for (name, col) in batch.fields() {
-        w.field_f64(name, col[i]);
-    }
-    if let Some(v) = verdict {
-        for (name, s) in v.scores.iter() {
-            w.field_f64(name, *s);
+/// Field keys and tag values escaped once per batch.
+struct BatchKeys<'b> {
+    fields: Vec<(OwnedKey, &'b [f64])>,
+    /// Per interned site/zone string of the batch: its tag-value escaping.
+    interned: Vec<OwnedKey>,
+}
+
+impl<'b> BatchKeys<'b> {
+    fn new(batch: &'b ReadingBatch) -> Self {
+        BatchKeys {
+            fields: batch
+                .fields()
+                .map(|(name, col)| (OwnedKey::new(name), col))
+                .collect(),
+            interned: batch.interned().iter().map(|s| OwnedKey::new(s)).collect(),
         }
-        w.field_i64("risk", v.risk as i64);
-        w.field_str("risk_level", v.risk.as_str());
-        w.field_f64("confidence", v.confidence);
-        w.field_str("model_version", &v.version);
+    }
+}
+
+const READING: Key<'static> = Key::plain("reading");
+const ALERT: Key<'static> = Key::plain("alert");
+const KIND: Key<'static> = Key::plain("kind");
+const SENSOR_ID: Key<'static> = Key::plain("sensor_id");
+const SITE: Key<'static> = Key::plain("site");
+const ZONE: Key<'static> = Key::plain("zone");
+const SEVERITY: Key<'static> = Key::plain("severity");
+const RISK: Key<'static> = Key::plain("risk");
+const RISK_LEVEL: Key<'static> = Key::plain("risk_level");
+const CONFIDENCE: Key<'static> = Key::plain("confidence");
+const MODEL_VERSION: Key<'static> = Key::plain("model_version");
+const ANOMALY_TYPE: Key<'static> = Key::plain("anomaly_type");
+const EXPLANATION: Key<'static> = Key::plain("explanation");
+const ALERT_TYPE: Key<'static> = Key::plain("alert_type");
+const MESSAGE: Key<'static> = Key::plain("message");
+
+/// One verdict's text to write: the model version and the reasons.
+struct VerdictText<'a> {
+    verdict: &'a Verdict,
+    version: &'a str,
+    words: &'a str,
+}
+
+fn write_reading(
+    w: &mut LineWriter,
+    batch: &ReadingBatch,
+    keys: &BatchKeys<'_>,
+    i: usize,
+    verdict: Option<&VerdictText<'_>>,
+) {
+    w.begin_key(READING);
+    // tags sorted by key: InfluxDB's fastest path
+    w.tag_key(KIND, batch.kind(i).as_str());
+    w.tag_key(SENSOR_ID, batch.sensor_id(i));
+    w.tag_escaped(SITE, keys.interned[batch.site_ids()[i] as usize].key());
+    w.tag_escaped(ZONE, keys.interned[batch.zone_ids()[i] as usize].key());
+    for (key, col) in &keys.fields {
+        w.field_f64_key(key.key(), col[i]);
+    }
+    if let Some(&VerdictText {
+        verdict: v,
+        version,
+        words,
+    }) = verdict
+    {
+        for &(name, s) in v.scores.iter() {
+            // score names are the closed set in `score_kind`: none needs escaping
+            w.field_f64(name, s);
+        }
+        w.field_i64_key(RISK, v.risk as i64);
+        w.field_str_key(RISK_LEVEL, v.risk.as_str());
+        w.field_f64_key(CONFIDENCE, v.confidence);
+        w.field_str_key(MODEL_VERSION, version);
         if let Some(t) = v.anomaly_type {
-            w.field_str("anomaly_type", t);
+            w.field_str_key(ANOMALY_TYPE, t);
         }
         if !v.explanation.is_empty() {
-            w.field_str("explanation", &v.explanation.join("; "));
+            let reasons = v.explanation.reasons(words);
+            w.field_str_joined(EXPLANATION, &reasons[..v.explanation.len as usize], "; ");
         }
     }
     w.end(batch.timestamp_ns[i]);
 }
 
-fn make_alert(batch: &ReadingBatch, i: usize, v: &Verdict) -> Alert {
+#[inline(never)]
+fn make_alert(batch: &ReadingBatch, i: usize, v: &VerdictText<'_>) -> Alert {
+    let VerdictText {
+        verdict: v,
+        version,
+        words,
+    } = *v;
     let sensor = batch.sensor_id(i);
     let zone = batch.zone(i);
-    let scores = v
-        .scores
-        .iter()
-        .map(|(k, s)| format!("{k} {s:.2}"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let what = match v.alert_type {
         "burst" => "Possible pipe burst",
         "leak" => "Possible leak",
@@ -880,15 +1164,24 @@ fn make_alert(batch: &ReadingBatch, i: usize, v: &Verdict) -> Alert {
         "low_consumption" => "Electricity use implausibly low",
         _ => "Unusual electricity pattern",
     };
-    let mut message = format!(
-        "{what} at sensor {sensor} ({} zone {zone}, site {}): {} risk; {scores}",
+    let reasons = v.explanation.reasons(words);
+    let reasons = &reasons[..v.explanation.len as usize];
+    let mut message =
+        String::with_capacity(160 + reasons.iter().map(|r| r.len() + 2).sum::<usize>());
+    // writing into a String cannot fail
+    let _ = write!(
+        message,
+        "{what} at sensor {sensor} ({} zone {zone}, site {}): {} risk; ",
         batch.kind(i).as_str(),
         batch.site(i),
         v.risk.as_str()
     );
-    if !v.explanation.is_empty() {
-        message.push_str(" — ");
-        message.push_str(&v.explanation.join("; "));
+    for (k, (name, s)) in v.scores.iter().enumerate() {
+        let _ = write!(message, "{}{name} {s:.2}", if k > 0 { ", " } else { "" });
+    }
+    for (k, r) in reasons.iter().enumerate() {
+        message.push_str(if k == 0 { " — " } else { "; " });
+        message.push_str(r);
     }
     Alert {
         sensor_id: sensor.to_owned(),
@@ -899,22 +1192,22 @@ fn make_alert(batch: &ReadingBatch, i: usize, v: &Verdict) -> Alert {
         alert_type: v.alert_type,
         message,
         timestamp_ns: batch.timestamp_ns[i],
-        model_version: v.version.to_string(),
+        model_version: version.to_owned(),
         scores: v.scores.iter().copied().collect(),
-        explanation: v.explanation.clone(),
+        explanation: reasons.iter().map(|r| (*r).to_owned()).collect(),
     }
 }
 
 fn write_alert(w: &mut LineWriter, a: &Alert) {
-    w.begin("alert");
-    w.tag("kind", a.kind.as_str());
-    w.tag("sensor_id", &a.sensor_id);
-    w.tag("severity", a.risk.severity());
-    w.tag("site", &a.site);
-    w.tag("zone", &a.zone);
-    w.field_str("alert_type", a.alert_type);
-    w.field_str("message", &a.message);
-    w.field_i64("risk", a.risk as i64);
-    w.field_str("model_version", &a.model_version);
+    w.begin_key(ALERT);
+    w.tag_key(KIND, a.kind.as_str());
+    w.tag_key(SENSOR_ID, &a.sensor_id);
+    w.tag_key(SEVERITY, a.risk.severity());
+    w.tag_key(SITE, &a.site);
+    w.tag_key(ZONE, &a.zone);
+    w.field_str_key(ALERT_TYPE, a.alert_type);
+    w.field_str_key(MESSAGE, &a.message);
+    w.field_i64_key(RISK, a.risk as i64);
+    w.field_str_key(MODEL_VERSION, &a.model_version);
     w.end(a.timestamp_ns);
 }

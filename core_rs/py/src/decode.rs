@@ -291,7 +291,7 @@ pub(crate) fn hold_payloads<'py>(payloads: &Bound<'py, PyAny>) -> PyResult<HeldP
 }
 
 /// The topic objects of one call (checked: a sequence of str, one per payload), or `None`.
-fn topic_objects<'py>(
+pub(crate) fn topic_objects<'py>(
     topics: Option<&Bound<'py, PyAny>>,
     n_payloads: usize,
 ) -> PyResult<Option<Vec<Bound<'py, PyString>>>> {
@@ -321,19 +321,10 @@ fn topic_objects<'py>(
     Ok(Some(held))
 }
 
-/// One topic per payload, or `None`. A str with lone surrogates cannot come from MQTT; its
-/// replacement text fails later as `bad_topic`.
-pub(crate) fn hold_topics(
-    topics: Option<&Bound<'_, PyAny>>,
-    n_payloads: usize,
-) -> PyResult<Option<Vec<String>>> {
-    Ok(topic_objects(topics, n_payloads)?
-        .map(|v| v.iter().map(|s| s.to_string_lossy().into_owned()).collect()))
-}
-
 /// The text of each topic: borrowed from the str's cached UTF-8 (no copy for the usual ASCII
-/// topic), or a lossy copy for a str with lone surrogates (same text as [`hold_topics`]).
-fn topic_texts<'a>(topics: &'a [Bound<'_, PyString>]) -> Vec<Cow<'a, str>> {
+/// topic), or a lossy copy for a str with lone surrogates (which cannot come from MQTT; its
+/// replacement text fails later as `bad_topic`).
+pub(crate) fn topic_texts<'a>(topics: &'a [Bound<'_, PyString>]) -> Vec<Cow<'a, str>> {
     topics
         .iter()
         .map(|s| {

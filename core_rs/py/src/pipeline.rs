@@ -15,10 +15,11 @@ use infrawatch_core::risk::{
 };
 use numpy::PyArray1;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::decode::{hold_payloads, hold_topics, now_ns};
+use crate::decode::{hold_payloads, now_ns, topic_objects, topic_texts};
 use crate::errors::value_error;
 use crate::limiter::PyTokenBucket;
 use crate::trees::PyTreeEnsemble;
@@ -274,12 +275,14 @@ impl PyPipeline {
         received_ns: Option<i64>,
     ) -> PyResult<PyProcessResult> {
         let held = hold_payloads(payloads)?;
-        let topics = hold_topics(topics, held.len())?;
+        // topics borrowed from the str objects' UTF-8 (no copy), as `decode` does
+        let topics = topic_objects(topics, held.len())?;
+        let texts = topics.as_deref().map(topic_texts);
         let received_ns = received_ns.unwrap_or_else(now_ns);
         let slices = held.slices();
-        let topic_refs: Option<Vec<&str>> = topics
+        let topic_refs: Option<Vec<&str>> = texts
             .as_ref()
-            .map(|t| t.iter().map(String::as_str).collect());
+            .map(|v| v.iter().map(AsRef::as_ref).collect());
         let (inner, limiter) = (&self.inner, self.limiter.as_ref());
         let out = py
             .detach(|| {
@@ -378,24 +381,64 @@ pub struct PyProcessResult {
     source: Py<PyArray1<i32>>,
 }
 
-fn alert_dict<'py>(py: Python<'py>, a: &Alert) -> PyResult<Bound<'py, PyDict>> {
+/// One str object per distinct value within a call: an alert's site, zone, kind, severity,
+/// level, type and model version repeat across a batch's alerts.
+/// A batch has few distinct ones, so a short list searched in order beats hashing.
+struct Strings<'py> {
+    py: Python<'py>,
+    made: Vec<(String, Bound<'py, PyString>)>,
+}
+
+impl<'py> Strings<'py> {
+    const MAX: usize = 32;
+
+    fn get(&mut self, s: &str) -> Bound<'py, PyString> {
+        if let Some((_, o)) = self.made.iter().find(|(k, _)| k == s) {
+            return o.clone();
+        }
+        let o = PyString::new(self.py, s);
+        if self.made.len() < Self::MAX {
+            self.made.push((s.to_owned(), o.clone()));
+        }
+        o
+    }
+}
+
+fn alert_dict<'py>(
+    py: Python<'py>,
+    a: &Alert,
+    strings: &mut Strings<'py>,
+) -> PyResult<Bound<'py, PyDict>> {
+    // keys interned once per process: ~15 keys × a thousand alerts a batch otherwise each make a str
     let d = PyDict::new(py);
-    d.set_item("sensor_id", &a.sensor_id)?;
-    d.set_item("site", &a.site)?;
-    d.set_item("kind", a.kind.as_str())?;
-    d.set_item("zone", &a.zone)?;
-    d.set_item("severity", a.risk.severity())?;
-    d.set_item("risk", a.risk as u8)?;
-    d.set_item("risk_level", a.risk.as_str())?;
-    d.set_item("alert_type", a.alert_type)?;
-    d.set_item("message", &a.message)?;
-    d.set_item("timestamp_ns", a.timestamp_ns)?;
-    d.set_item("model_version", &a.model_version)?;
-    d.set_item("explanation", &a.explanation)?;
+    d.set_item(intern!(py, "sensor_id"), &a.sensor_id)?;
+    d.set_item(intern!(py, "site"), strings.get(&a.site))?;
+    d.set_item(intern!(py, "kind"), strings.get(a.kind.as_str()))?;
+    d.set_item(intern!(py, "zone"), strings.get(&a.zone))?;
+    d.set_item(intern!(py, "severity"), strings.get(a.risk.severity()))?;
+    d.set_item(intern!(py, "risk"), a.risk as u8)?;
+    d.set_item(intern!(py, "risk_level"), strings.get(a.risk.as_str()))?;
+    d.set_item(intern!(py, "alert_type"), strings.get(a.alert_type))?;
+    d.set_item(intern!(py, "message"), &a.message)?;
+    d.set_item(intern!(py, "timestamp_ns"), a.timestamp_ns)?;
+    d.set_item(intern!(py, "model_version"), strings.get(&a.model_version))?;
+    d.set_item(intern!(py, "explanation"), &a.explanation)?;
     for (k, v) in &a.scores {
-        d.set_item(*k, *v)?;
+        d.set_item(score_key(py, k), *v)?;
     }
     Ok(d)
+}
+
+/// The verdict score names (a closed set), interned.
+fn score_key<'py>(py: Python<'py>, k: &str) -> Bound<'py, PyString> {
+    match k {
+        "leak_probability" => intern!(py, "leak_probability").clone(),
+        "burst_probability" => intern!(py, "burst_probability").clone(),
+        "contamination_probability" => intern!(py, "contamination_probability").clone(),
+        "anomaly_score" => intern!(py, "anomaly_score").clone(),
+        "expected_kwh" => intern!(py, "expected_kwh").clone(),
+        _ => PyString::new(py, k),
+    }
 }
 
 impl PyProcessResult {
@@ -412,8 +455,12 @@ impl PyProcessResult {
             )?)?;
         }
         let alerts = PyList::empty(py);
+        let mut strings = Strings {
+            py,
+            made: Vec::new(),
+        };
         for a in &out.alerts {
-            alerts.append(alert_dict(py, a)?)?;
+            alerts.append(alert_dict(py, a, &mut strings)?)?;
         }
         Ok(PyProcessResult {
             line_protocol: PyBytes::new(py, &out.line_protocol).unbind(),

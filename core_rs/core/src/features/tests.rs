@@ -457,3 +457,25 @@ fn corrupt_snapshots_are_errors_not_panics() {
     let e = FeatureStore::restore(b"hello world, not a snapshot").unwrap_err();
     assert!(e.to_string().contains("magic"));
 }
+
+#[test]
+fn the_avx2_build_of_the_row_loop_gives_the_same_bits() {
+    // fold_many picks the AVX2 build where the CPU has it; the generic build must agree bit for bit
+    let fields = s(&["pressure_bar", "flow_rate_lps", "temperature_c"]);
+    let mut a = FeatureStore::new(12, &fields).unwrap();
+    let mut b = a.clone();
+    let stream = random_stream(5, 3000, 7, fields.len());
+    let ids: Vec<String> = stream.iter().map(|r| r.0.clone()).collect();
+    let ts: Vec<i64> = stream.iter().map(|r| r.1).collect();
+    let cols: Vec<Vec<f64>> = (0..fields.len())
+        .map(|j| stream.iter().map(|r| r.2[j]).collect())
+        .collect();
+    let views: Vec<Option<&[f64]>> = cols.iter().map(|c| Some(c.as_slice())).collect();
+    let (mut xa, mut xb) = (Vec::new(), Vec::new());
+    let fa = a.update_columns(&ids, &ts, &views, &mut xa).unwrap();
+    let id = |i: usize| ids[i].as_str();
+    let fb = b.fold_many_generic(ids.len(), &|k| k, &id, &ts, &views, &mut xb);
+    assert_eq!(fa, fb);
+    let bits = |x: &[f64]| x.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&xa), bits(&xb));
+}
