@@ -213,11 +213,21 @@ impl Bound {
                 scratch.extend(self.cols.iter().map(|&c| row[c]));
             }
         }
-        let c = self.model.contributions(scratch, rows.len())?;
+        // only the output `strongest` reads: one column (one allocation per model and batch)
         let n_out = self.model.contribution_outputs();
-        let per_row = (self.model.n_features() + 1) * n_out;
-        for (&r, c) in rows.iter().zip(c.chunks_exact(per_row)) {
-            let (top, n) = strongest::<3>(c, n_out, toward);
+        let column = match toward {
+            Toward::Up(o) | Toward::Down(o) => o.min(n_out - 1),
+        };
+        let toward = match toward {
+            Toward::Up(_) => Toward::Up(0),
+            Toward::Down(_) => Toward::Down(0),
+        };
+        let per_row = self.model.n_features() + 1;
+        let mut contrib = vec![0.0; rows.len() * per_row];
+        self.model
+            .contributions_column_into(scratch, rows.len(), column, &mut contrib)?;
+        for (&r, c) in rows.iter().zip(contrib.chunks_exact(per_row)) {
+            let (top, n) = strongest::<3>(c, 1, toward);
             let row = &x[r * n_store..(r + 1) * n_store];
             let e = &mut verdicts[r].explanation;
             for &f in &top[..n] {

@@ -404,13 +404,58 @@ impl<'py> Strings<'py> {
     }
 }
 
+/// The keys of an alert dict in order, with `None` values: one per set of score names within a
+/// call. Each alert dict is a copy of its template with the values replaced, so no dict grows
+/// (and rehashes) key by key.
+struct Templates<'py> {
+    made: Vec<(Vec<&'static str>, Bound<'py, PyDict>)>,
+}
+
+impl<'py> Templates<'py> {
+    fn get(&mut self, py: Python<'py>, a: &Alert) -> PyResult<Bound<'py, PyDict>> {
+        if let Some((_, d)) = self
+            .made
+            .iter()
+            .find(|(k, _)| k.iter().copied().eq(a.scores.iter().map(|s| s.0)))
+        {
+            return d.copy();
+        }
+        let d = PyDict::new(py);
+        let none = py.None();
+        // the order of the keys is the order the dicts had when built key by key
+        for k in [
+            intern!(py, "sensor_id"),
+            intern!(py, "site"),
+            intern!(py, "kind"),
+            intern!(py, "zone"),
+            intern!(py, "severity"),
+            intern!(py, "risk"),
+            intern!(py, "risk_level"),
+            intern!(py, "alert_type"),
+            intern!(py, "message"),
+            intern!(py, "timestamp_ns"),
+            intern!(py, "model_version"),
+            intern!(py, "explanation"),
+        ] {
+            d.set_item(k, &none)?;
+        }
+        for (k, _) in &a.scores {
+            d.set_item(score_key(py, k), &none)?;
+        }
+        let copy = d.copy()?;
+        self.made.push((a.scores.iter().map(|s| s.0).collect(), d));
+        Ok(copy)
+    }
+}
+
 fn alert_dict<'py>(
     py: Python<'py>,
     a: &Alert,
     strings: &mut Strings<'py>,
+    templates: &mut Templates<'py>,
 ) -> PyResult<Bound<'py, PyDict>> {
     // keys interned once per process: ~15 keys × a thousand alerts a batch otherwise each make a str
-    let d = PyDict::new(py);
+    let d = templates.get(py, a)?;
     d.set_item(intern!(py, "sensor_id"), &a.sensor_id)?;
     d.set_item(intern!(py, "site"), strings.get(&a.site))?;
     d.set_item(intern!(py, "kind"), strings.get(a.kind.as_str()))?;
@@ -459,8 +504,9 @@ impl PyProcessResult {
             py,
             made: Vec::new(),
         };
+        let mut templates = Templates { made: Vec::new() };
         for a in &out.alerts {
-            alerts.append(alert_dict(py, a, &mut strings)?)?;
+            alerts.append(alert_dict(py, a, &mut strings, &mut templates)?)?;
         }
         Ok(PyProcessResult {
             line_protocol: PyBytes::new(py, &out.line_protocol).unbind(),

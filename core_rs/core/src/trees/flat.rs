@@ -553,23 +553,88 @@ impl Flat {
         }
     }
 
+    /// [`Self::add_path`] of leaves `ls[k]` of covering tree `i` into rows `k` of `ob`
+    /// (rows of n_features + 1 values), step by step across the rows: each row's additions stay
+    /// in its path order (the same sums, bit for bit), while the rows' chains of dependent
+    /// additions through memory overlap instead of running one after another.
+    #[inline(always)]
+    fn add_paths(p: &Paths, i: usize, ls: &[u32], ob: &mut [f64]) {
+        let pt = &p.trees[i];
+        let d = pt.stride as usize;
+        let nf = p.nf;
+        let n = ls.len();
+        assert!(n <= LANES && ob.len() >= n * (nf + 1));
+        let mut starts = [0usize; LANES];
+        for (s, &l) in starts.iter_mut().zip(ls) {
+            *s = pt.base + (l - pt.leaf_start) as usize * d;
+            assert!(*s + d <= p.steps.len());
+        }
+        let (steps, o) = (p.steps.as_ptr(), ob.as_mut_ptr());
+        for j in 0..d {
+            for (k, &s) in starts[..n].iter().enumerate() {
+                // SAFETY: s + j < s + d ≤ steps.len() (asserted); every step's feature is
+                // < n_features (as in add_path) and row k < n, so the slot is inside ob
+                // (asserted).
+                unsafe {
+                    let st = &*steps.add(s + j);
+                    *o.add(k * (nf + 1) + st.feature as usize) += st.delta;
+                }
+            }
+        }
+    }
+
+    /// Hint the cache to load the root path of leaf `l` of covering tree `i` (no effect on
+    /// results; out-of-range addresses are never formed).
+    #[inline(always)]
+    fn prefetch_path(p: &Paths, i: usize, l: u32) {
+        #[cfg(target_arch = "x86_64")]
+        {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            let pt = &p.trees[i];
+            let d = pt.stride as usize;
+            let start = pt.base + (l - pt.leaf_start) as usize * d;
+            if let Some(steps) = p.steps.get(start..start + d) {
+                // one hint per cache line of the path (a step is 16 bytes: 4 per line)
+                for st in steps.iter().step_by(4) {
+                    // SAFETY: a prefetch of a valid reference's address has no effect beyond
+                    // the cache.
+                    unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(st).cast()) };
+                }
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = (p, i, l);
+    }
+
     /// Covering trees outer, groups of `LANES` rows inner.
     fn contrib_block_by_rows(&self, xt: &[f32], nb: usize, p: &Paths, ob: &mut [f64]) {
         let nf = self.nf;
         let nodes = self.nodes.as_ptr().cast::<u8>();
         assert!(xt.len() >= (2 * nf + 1) * self.block && nb <= self.block);
+        // The path table is far larger than the caches and each leaf's path is a random place
+        // in it: a group's paths are requested when its walk ends and added after the next
+        // group's walk (one group behind, so every row still gets its trees in order).
+        let mut pending: Option<(usize, usize, [u32; LANES], usize)> = None;
         for (i, pt) in p.trees.iter().enumerate() {
             let t = pt.tree as usize;
             let (root, depth) = (self.roots[t], self.depth[t]);
             for g in (0..nb).step_by(LANES) {
-                // SAFETY: as in block_by_rows (lanes past nb are dropped by the take).
+                // SAFETY: as in block_by_rows (lanes past nb are dropped below).
                 let leaf =
                     unsafe { walk_rows::<LANES>(nodes, root, depth, xt.as_ptr().add(g).cast()) };
-                for (k, &lo) in leaf.iter().enumerate().take(nb - g) {
-                    let l = self.nodes[lo / NODE].leaf;
-                    Self::add_path(p, i, l, &mut ob[(g + k) * (nf + 1)..][..nf]);
+                let lanes = LANES.min(nb - g);
+                let mut ls = [0u32; LANES];
+                for (l, &lo) in ls.iter_mut().zip(&leaf[..lanes]) {
+                    *l = self.nodes[lo / NODE].leaf;
+                    Self::prefetch_path(p, i, *l);
+                }
+                if let Some((pi, pg, pls, pn)) = pending.replace((i, g, ls, lanes)) {
+                    Self::add_paths(p, pi, &pls[..pn], &mut ob[pg * (nf + 1)..]);
                 }
             }
+        }
+        if let Some((pi, pg, pls, pn)) = pending {
+            Self::add_paths(p, pi, &pls[..pn], &mut ob[pg * (nf + 1)..]);
         }
     }
 
