@@ -16,7 +16,8 @@ use crate::fields::Kind;
 use crate::limiter::TokenBucket;
 use crate::line_protocol::LineWriter;
 use crate::risk::{
-    confidence, default_quality_limits, QualityLimit, RiskLevel, ScoreBands, ZonePolicy,
+    confidence, default_quality_limits, Persistence, QualityLimit, RiskLevel, ScoreBands,
+    ZonePolicy,
 };
 use crate::trees::{Ensemble, TreeError};
 
@@ -42,6 +43,8 @@ pub struct WaterFlowModels {
     pub version: String,
     pub leak: Arc<Ensemble>,
     pub burst: Arc<Ensemble>,
+    /// k-of-n confirmation before a verdict pages (off by default).
+    pub persistence: Persistence,
 }
 
 /// The water-quality model (optional: the hard limits apply without one).
@@ -177,6 +180,7 @@ enum BoundModels {
         version: Arc<str>,
         leak: Bound,
         burst: Bound,
+        persistence: Persistence,
     },
     WaterQuality {
         version: Arc<str>,
@@ -293,6 +297,8 @@ pub struct Pipeline {
     stores: Vec<FeatureStore>, // indexed like Kind::ALL
     bound: [Option<BoundModels>; 3],
     last_risk: HashMap<String, RiskLevel>,
+    /// Each water-flow sensor's recent HIGH-by-the-table bits, for `Persistence`.
+    history: hashbrown::HashMap<String, u64>,
 }
 
 fn kind_index(k: Kind) -> usize {
@@ -326,6 +332,7 @@ impl Pipeline {
             stores,
             bound: [None, None, None],
             last_risk: HashMap::new(),
+            history: hashbrown::HashMap::new(),
         };
         p.set_models(models)?;
         Ok(p)
@@ -348,6 +355,7 @@ impl Pipeline {
                         version: Arc::from(m.version.as_str()),
                         leak: Bound::new(&m.leak, wf, Kind::WaterFlow, "leak", Some(2))?,
                         burst: Bound::new(&m.burst, wf, Kind::WaterFlow, "burst", Some(2))?,
+                        persistence: m.persistence,
                     })
                 })
                 .transpose()?,
@@ -491,7 +499,15 @@ impl Pipeline {
                 &xs,
                 n_store,
             )?;
-            for (&r, v) in keep.iter().zip(vs) {
+            for (&r, mut v) in keep.iter().zip(vs) {
+                if let BoundModels::WaterFlow { persistence, .. } = models {
+                    confirm(
+                        &mut self.history,
+                        persistence,
+                        batch.sensor_id(rows[r]),
+                        &mut v,
+                    );
+                }
                 verdicts[rows[r]] = Some(v);
             }
         }
@@ -528,7 +544,8 @@ impl Pipeline {
         Ok(out)
     }
 
-    /// Serialise the rolling state (every kind's feature store and each sensor's last risk).
+    /// Serialise the rolling state (every kind's feature store, each sensor's last risk and its
+    /// persistence history).
     #[must_use]
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -547,6 +564,14 @@ impl Pipeline {
             out.extend_from_slice(k.as_bytes());
             out.push(*v as u8);
         }
+        out.extend_from_slice(&(self.history.len() as u64).to_le_bytes());
+        let mut hist: Vec<_> = self.history.iter().collect();
+        hist.sort();
+        for (k, h) in hist {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(&h.to_le_bytes());
+        }
         out
     }
 
@@ -562,7 +587,7 @@ impl Pipeline {
             ));
         }
         let version = u32::from_le_bytes(r.array()?);
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(PipelineError::Snapshot(format!(
                 "unsupported version {version}"
             )));
@@ -593,17 +618,29 @@ impl Pipeline {
             }
             last_risk.insert(key, RiskLevel::from_u8(level));
         }
+        let mut history = hashbrown::HashMap::new();
+        if version >= 2 {
+            let n = r.len_u64()?;
+            for _ in 0..n {
+                let len = u32::from_le_bytes(r.array()?) as usize;
+                let key = std::str::from_utf8(r.take(len)?)
+                    .map_err(|_| PipelineError::Snapshot("sensor id is not UTF-8".into()))?
+                    .to_owned();
+                history.insert(key, u64::from_le_bytes(r.array()?));
+            }
+        }
         if r.pos != data.len() {
             return Err(PipelineError::Snapshot("trailing bytes".into()));
         }
         self.stores = stores;
         self.last_risk = last_risk;
+        self.history = history;
         Ok(())
     }
 }
 
 const SNAPSHOT_MAGIC: &[u8] = b"IWPIPE\0";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2; // 2: k-of-n persistence histories (1 still restores)
 
 struct Reader<'a> {
     data: &'a [u8],
@@ -644,6 +681,24 @@ fn field_value(batch: &ReadingBatch, name: &str, i: usize) -> f64 {
     batch.field(name).map_or(f64::NAN, |c| c[i])
 }
 
+/// Apply k-of-n confirmation to a sensor's verdict (in time order); one below HIGH loses its
+/// explanation, as every verdict below HIGH.
+fn confirm(
+    history: &mut hashbrown::HashMap<String, u64>,
+    p: &Persistence,
+    sensor: &str,
+    v: &mut Verdict,
+) {
+    if p.is_off() {
+        return;
+    }
+    let level = p.apply(history.entry_ref(sensor).or_insert(0), v.risk);
+    if level < v.risk {
+        v.risk = level;
+        v.explanation.clear();
+    }
+}
+
 /// Verdicts for `rows` (batch indices) of one kind from their feature rows `x`.
 fn score_kind(
     models: &BoundModels,
@@ -660,6 +715,7 @@ fn score_kind(
             version,
             leak,
             burst,
+            ..
         } => {
             let pl = leak.positive_proba(x, n_store, n)?;
             let pb = burst.positive_proba(x, n_store, n)?;

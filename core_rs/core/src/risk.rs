@@ -119,6 +119,63 @@ impl ZonePolicy {
     }
 }
 
+/// Confirmation before paging (k-of-n): a water-flow verdict keeps the HIGH or CRITICAL level the
+/// zone table gives it only when at least `k` of its sensor's last `n` verdicts (this one
+/// included) reached HIGH by the table; otherwise it is reported as MEDIUM. A leak is slow and a
+/// burst lasts, so real incidents pass at once after `k` readings, while one-reading blips (a
+/// spike, a gust of demand) never page. `k = 1` (the default) is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub k: u32,
+    pub n: u32,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence { k: 1, n: 1 }
+    }
+}
+
+impl Persistence {
+    /// Longest history a sensor keeps (one bit per verdict).
+    pub const MAX_N: u32 = 64;
+
+    /// # Errors
+    /// Unless 1 <= k <= n <= 64.
+    pub fn new(k: u32, n: u32) -> Result<Self, String> {
+        if k == 0 || k > n || n > Self::MAX_N {
+            return Err(format!(
+                "persistence needs 1 <= k <= n <= {}, got k={k} n={n}",
+                Self::MAX_N
+            ));
+        }
+        Ok(Persistence { k, n })
+    }
+
+    #[must_use]
+    pub fn is_off(&self) -> bool {
+        self.k <= 1
+    }
+
+    /// Shift this verdict's table level into the sensor's `history` (bit 0 = newest, set when
+    /// HIGH or above) and return the level to report.
+    #[must_use]
+    pub fn apply(&self, history: &mut u64, level: RiskLevel) -> RiskLevel {
+        let high = level >= RiskLevel::High;
+        *history = (*history << 1) | u64::from(high);
+        let mask = if self.n >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.n) - 1
+        };
+        if high && (*history & mask).count_ones() < self.k {
+            RiskLevel::Medium
+        } else {
+            level
+        }
+    }
+}
+
 /// Score bands for a single score in [0, 1]: a level applies when score >= its bound.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoreBands {
@@ -231,6 +288,39 @@ mod tests {
         let p = ZonePolicy::default();
         assert_eq!(p.water_flow("CRITICAL", f64::NAN, f64::NAN), RiskLevel::Low);
         assert_eq!(ScoreBands::CONTAMINATION.level(f64::NAN), RiskLevel::Low);
+    }
+
+    #[test]
+    fn persistence_pages_on_k_of_the_last_n() {
+        use RiskLevel::{Critical, High, Low, Medium};
+        let p = Persistence::new(3, 5).unwrap();
+        let mut h = 0u64;
+        let seen: Vec<_> = [
+            High, Critical, Low, High, Low, Critical, High, Low, Low, Low, High,
+        ]
+        .iter()
+        .map(|&l| p.apply(&mut h, l))
+        .collect();
+        // the third HIGH-or-above of the last five pages; below HIGH is never changed
+        assert_eq!(
+            seen,
+            [Medium, Medium, Low, High, Low, Critical, High, Low, Low, Low, Medium]
+        );
+        // off: the table's level unchanged
+        let off = Persistence::default();
+        assert!(off.is_off());
+        let mut h = 0u64;
+        assert_eq!(off.apply(&mut h, Critical), Critical);
+        // a full 64-reading history
+        let p = Persistence::new(64, 64).unwrap();
+        let mut h = 0u64;
+        let last = (0..64).map(|_| p.apply(&mut h, High)).last();
+        assert_eq!(last, Some(High));
+        assert_eq!(p.apply(&mut h, Low), Low);
+        assert_eq!(p.apply(&mut h, High), Medium);
+        assert!(Persistence::new(0, 3).is_err());
+        assert!(Persistence::new(4, 3).is_err());
+        assert!(Persistence::new(3, 65).is_err());
     }
 
     #[test]

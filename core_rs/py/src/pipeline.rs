@@ -11,7 +11,8 @@ use infrawatch_core::pipeline::{
     WaterFlowModels, WaterQualityModels,
 };
 use infrawatch_core::risk::{
-    default_quality_limits, QualityLimit, RiskLevel, ScoreBands, ZonePolicy, ZoneThresholds,
+    default_quality_limits, Persistence, QualityLimit, RiskLevel, ScoreBands, ZonePolicy,
+    ZoneThresholds,
 };
 use numpy::PyArray1;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
@@ -67,6 +68,22 @@ fn bands(d: &Bound<'_, PyDict>, default: ScoreBands) -> PyResult<ScoreBands> {
     Ok(out)
 }
 
+/// `{"k": k, "n": n}`: page only when k of a sensor's last n verdicts reached HIGH (default off).
+fn persistence(d: &Bound<'_, PyDict>) -> PyResult<Persistence> {
+    let Some(p) = d.get_item("persistence")? else {
+        return Ok(Persistence::default());
+    };
+    if p.is_none() {
+        return Ok(Persistence::default());
+    }
+    let p = p
+        .cast::<PyDict>()
+        .map_err(|_| PyTypeError::new_err("persistence must be a dict {'k': int, 'n': int}"))?;
+    let k: u32 = get_item(p, "k", "persistence")?.extract()?;
+    let n: u32 = get_item(p, "n", "persistence")?.extract()?;
+    Persistence::new(k, n).map_err(value_error)
+}
+
 fn kind_dict<'py>(models: &Bound<'py, PyDict>, kind: Kind) -> PyResult<Option<Bound<'py, PyDict>>> {
     match models.get_item(kind.as_str())? {
         None => Ok(None),
@@ -77,7 +94,8 @@ fn kind_dict<'py>(models: &Bound<'py, PyDict>, kind: Kind) -> PyResult<Option<Bo
     }
 }
 
-/// `{"water_flow": {"leak": m, "burst": m, "version": s}, "water_quality": {"contamination": m,
+/// `{"water_flow": {"leak": m, "burst": m, "version": s, "persistence": {"k": k, "n": n}},
+/// "water_quality": {"contamination": m,
 /// "version": s, "bands": {...}}, "energy": {"expected_kwh": m, "anomaly": m, "version": s,
 /// "bands": {...}, "tolerance": f}}` → core `Models`.
 fn parse_models(models: Option<&Bound<'_, PyAny>>) -> PyResult<Models> {
@@ -107,6 +125,7 @@ fn parse_models(models: Option<&Bound<'_, PyAny>>) -> PyResult<Models> {
                 &get_item(&d, "burst", "models['water_flow']")?,
                 "models['water_flow']['burst']",
             )?,
+            persistence: persistence(&d)?,
         });
     }
     if let Some(d) = kind_dict(models, Kind::WaterQuality)? {
