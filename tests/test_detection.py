@@ -21,6 +21,8 @@ from infrawatch.detection.training import (
     Trainer,
     _event_f1,
     feature_subset,
+    features,
+    first_in_slot,
     train,
     training_labels,
 )
@@ -119,40 +121,56 @@ def test_evaluation_runs_the_real_pipeline(registry: ModelRegistry) -> None:
     )
 
 
-def test_water_flow_model_stores_its_persistence_rule(registry: ModelRegistry) -> None:
-    entry = registry.load("water_flow")
-    rule = entry["persistence"]
-    assert 1 <= rule["k"] <= rule["n"] <= 64
+def test_water_flow_model_stores_its_persistence_rules(registry: ModelRegistry) -> None:
+    rules = registry.load("water_flow")["persistence"]
+    assert set(rules) == {"leak", "burst"}
+    assert all(1 <= r["k"] <= r["n"] <= 64 for r in rules.values())
 
 
 def test_persistence_in_the_pipeline_matches_the_search_twin(registry: ModelRegistry) -> None:
-    """The k-of-n rule the Rust pipeline applies is the one training chose it by (FastEvents)."""
+    """The per-model k-of-n rules the Rust pipeline applies are the ones training chose them by."""
     data = sim.simulate("water_flow", seed=7, n_sensors=6, days=3.0, bursts_per_sensor_week=3.0)
     entry = {k: v for k, v in registry.load("water_flow").items() if k != "persistence"}
     payloads, topics = sim.payloads(data)
     raw = run_pipeline({"water_flow": entry}, 20, payloads, topics)
-    k, n = 4, 6
-    kept = run_pipeline({"water_flow": {**entry, "persistence": {"k": k, "n": n}}}, 20, payloads, topics)
+    rules = {"leak": {"k": 2, "n": 4}, "burst": {"k": 4, "n": 6}}
+    with_rules = {"water_flow": {**entry, "persistence": rules}}
+    kept = run_pipeline(with_rules, 20, payloads, topics)
+    # the twin: each model's HIGH by the zone table, confirmed on its own, in sensor order
+    x, names = features(data, 20)
     fast = FastEvents(data, **EVENT_RULES["water_flow"])
+    critical = data.zone == "CRITICAL"
+    twin_sorted = np.zeros(len(data), bool)
+    for role, bounds in (("leak", (0.4, 0.6)), ("burst", (0.1, 0.2))):
+        model = entry[role]
+        cols = [names.index(n) for n in model.feature_names]
+        p = np.asarray(model.predict_proba(np.ascontiguousarray(x[:, cols])))[:, 1]
+        high = fast.sort(np.where(critical, p > bounds[0], p > bounds[1]))
+        twin_sorted |= fast.confirm(high, rules[role]["k"], rules[role]["n"])
     twin = np.empty(len(data), bool)
-    twin[fast.order] = fast.confirm(fast.sort(raw >= 2), k, n)
+    twin[fast.order] = twin_sorted
     assert (raw >= 2).sum() > (kept >= 2).sum() > 0  # some verdicts were held back, some paged
     np.testing.assert_array_equal(kept >= 2, twin)
     # held back means MEDIUM; every other verdict is the zone table's
     np.testing.assert_array_equal(kept[(raw >= 2) & ~twin], 1)
     np.testing.assert_array_equal(kept[(raw < 2) | twin], raw[(raw < 2) | twin])
-    # a snapshot carries each sensor's history: a restored pipeline goes on exactly
-    models = {"water_flow": {**entry, "persistence": {"k": k, "n": n}}}
+    # one rule for both models is the same as giving it to each
+    both = run_pipeline({"water_flow": {**entry, "persistence": {"k": 4, "n": 6}}}, 20, payloads, topics)
+    each = {"leak": {"k": 4, "n": 6}, "burst": {"k": 4, "n": 6}}
+    np.testing.assert_array_equal(
+        both, run_pipeline({"water_flow": {**entry, "persistence": each}}, 20, payloads, topics)
+    )
+    # a snapshot carries each sensor's histories: a restored pipeline goes on exactly
     half = len(payloads) // 2
-    first = core.Pipeline(models=models, window=20)
+    first = core.Pipeline(models=with_rules, window=20)
     first.process(payloads[:half], topics[:half], received_ns=None)
-    second = core.Pipeline(models=models, window=20)
+    second = core.Pipeline(models=with_rules, window=20)
     second.restore(first.snapshot())
     out = second.process(payloads[half:], topics[half:], received_ns=None)
     resumed = np.full(len(payloads) - half, -1, np.int8)
     resumed[np.asarray(out.source)] = np.asarray(out.risk)
     np.testing.assert_array_equal(resumed, kept[half:])
-    for bad in ({"k": 0, "n": 3}, {"k": 4, "n": 3}, {"k": 2, "n": 65}):
+    for bad in ({"k": 0, "n": 3}, {"leak": {"k": 4, "n": 3}}, {"burst": {"k": 2, "n": 65}}):
         with pytest.raises(ValueError, match="persistence"):
             core.Pipeline(models={"water_flow": {**entry, "persistence": bad}}, window=20)
 
@@ -186,6 +204,18 @@ def test_training_labels_leave_out_what_the_features_cannot_see() -> None:
         label = 1 if e.type == "leak" else 2
         taught = (age >= LEAK_SKIP_S) & (age < LEAK_KEEP_S) if e.type == "leak" else age < BURST_KEEP_S
         np.testing.assert_array_equal(y[rows], np.where(taught, label, -1))
+
+
+def test_first_in_slot_marks_the_reading_that_opens_each_quarter_hour() -> None:
+    data = sim.simulate("water_flow", seed=3, n_sensors=3, days=1.0)
+    first = first_in_slot(data)
+    for s in range(3):
+        mine = data.sensor_index == s
+        slot = data.timestamp_ns[mine] // (900 * 10**9)
+        expect = np.r_[True, slot[1:] != slot[:-1]]
+        np.testing.assert_array_equal(first[mine], expect)
+    # one reading a minute: about one in fifteen opens a slot
+    assert 1 / 17 < first.mean() < 1 / 13
 
 
 def test_empty_registry_says_what_to_do(tmp_path: Path) -> None:

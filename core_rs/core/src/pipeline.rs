@@ -16,8 +16,8 @@ use crate::fields::Kind;
 use crate::limiter::TokenBucket;
 use crate::line_protocol::LineWriter;
 use crate::risk::{
-    confidence, default_quality_limits, Persistence, QualityLimit, RiskLevel, ScoreBands,
-    ZonePolicy,
+    confidence, default_quality_limits, QualityLimit, RiskLevel, ScoreBands, WaterFlowPersistence,
+    ZonePolicy, ZoneThresholds,
 };
 use crate::trees::{Ensemble, TreeError};
 
@@ -43,8 +43,8 @@ pub struct WaterFlowModels {
     pub version: String,
     pub leak: Arc<Ensemble>,
     pub burst: Arc<Ensemble>,
-    /// k-of-n confirmation before a verdict pages (off by default).
-    pub persistence: Persistence,
+    /// k-of-n confirmation per model before a verdict pages (off by default).
+    pub persistence: WaterFlowPersistence,
 }
 
 /// The water-quality model (optional: the hard limits apply without one).
@@ -180,7 +180,7 @@ enum BoundModels {
         version: Arc<str>,
         leak: Bound,
         burst: Bound,
-        persistence: Persistence,
+        persistence: WaterFlowPersistence,
     },
     WaterQuality {
         version: Arc<str>,
@@ -297,8 +297,8 @@ pub struct Pipeline {
     stores: Vec<FeatureStore>, // indexed like Kind::ALL
     bound: [Option<BoundModels>; 3],
     last_risk: HashMap<String, RiskLevel>,
-    /// Each water-flow sensor's recent HIGH-by-the-table bits, for `Persistence`.
-    history: hashbrown::HashMap<String, u64>,
+    /// Each water-flow sensor's recent HIGH-by-the-table bits (leak, burst), for persistence.
+    history: hashbrown::HashMap<String, [u64; 2]>,
 }
 
 fn kind_index(k: Kind) -> usize {
@@ -501,10 +501,13 @@ impl Pipeline {
             )?;
             for (&r, mut v) in keep.iter().zip(vs) {
                 if let BoundModels::WaterFlow { persistence, .. } = models {
+                    let i = rows[r];
+                    let t = self.config.zone_policy.thresholds(batch.zone(i));
                     confirm(
                         &mut self.history,
                         persistence,
-                        batch.sensor_id(rows[r]),
+                        t,
+                        batch.sensor_id(i),
                         &mut v,
                     );
                 }
@@ -570,7 +573,8 @@ impl Pipeline {
         for (k, h) in hist {
             out.extend_from_slice(&(k.len() as u32).to_le_bytes());
             out.extend_from_slice(k.as_bytes());
-            out.extend_from_slice(&h.to_le_bytes());
+            out.extend_from_slice(&h[0].to_le_bytes());
+            out.extend_from_slice(&h[1].to_le_bytes());
         }
         out
     }
@@ -626,7 +630,8 @@ impl Pipeline {
                 let key = std::str::from_utf8(r.take(len)?)
                     .map_err(|_| PipelineError::Snapshot("sensor id is not UTF-8".into()))?
                     .to_owned();
-                history.insert(key, u64::from_le_bytes(r.array()?));
+                let leak = u64::from_le_bytes(r.array()?);
+                history.insert(key, [leak, u64::from_le_bytes(r.array()?)]);
             }
         }
         if r.pos != data.len() {
@@ -681,18 +686,20 @@ fn field_value(batch: &ReadingBatch, name: &str, i: usize) -> f64 {
     batch.field(name).map_or(f64::NAN, |c| c[i])
 }
 
-/// Apply k-of-n confirmation to a sensor's verdict (in time order); one below HIGH loses its
-/// explanation, as every verdict below HIGH.
+/// Apply k-of-n confirmation to a sensor's water-flow verdict (in time order); one held below
+/// HIGH loses its explanation, as every verdict below HIGH.
 fn confirm(
-    history: &mut hashbrown::HashMap<String, u64>,
-    p: &Persistence,
+    history: &mut hashbrown::HashMap<String, [u64; 2]>,
+    p: &WaterFlowPersistence,
+    t: &ZoneThresholds,
     sensor: &str,
     v: &mut Verdict,
 ) {
     if p.is_off() {
         return;
     }
-    let level = p.apply(history.entry_ref(sensor).or_insert(0), v.risk);
+    let (leak, burst) = (v.scores.items[0].1, v.scores.items[1].1);
+    let level = p.apply(history.entry_ref(sensor).or_insert([0, 0]), t, leak, burst);
     if level < v.risk {
         v.risk = level;
         v.explanation.clear();

@@ -176,6 +176,38 @@ impl Persistence {
     }
 }
 
+/// Persistence per water-flow model: a leak builds up over hours (a few confirming readings
+/// suffice), a burst is loud at once (many). Each model's level by the zone table — the level its
+/// probability alone reaches (the table's rows are "burst > a or leak > b") — is confirmed with
+/// its own history, and the verdict is the higher of the two confirmed levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaterFlowPersistence {
+    pub leak: Persistence,
+    pub burst: Persistence,
+}
+
+impl WaterFlowPersistence {
+    #[must_use]
+    pub fn is_off(&self) -> bool {
+        self.leak.is_off() && self.burst.is_off()
+    }
+
+    /// The level to report for `leak`/`burst` probabilities under `t`, updating the sensor's
+    /// `history` (`[leak bits, burst bits]`).
+    #[must_use]
+    pub fn apply(
+        &self,
+        history: &mut [u64; 2],
+        t: &ZoneThresholds,
+        leak: f64,
+        burst: f64,
+    ) -> RiskLevel {
+        let l = self.leak.apply(&mut history[0], t.level(leak, f64::NAN));
+        let b = self.burst.apply(&mut history[1], t.level(f64::NAN, burst));
+        l.max(b)
+    }
+}
+
 /// Score bands for a single score in [0, 1]: a level applies when score >= its bound.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoreBands {
@@ -321,6 +353,34 @@ mod tests {
         assert!(Persistence::new(0, 3).is_err());
         assert!(Persistence::new(4, 3).is_err());
         assert!(Persistence::new(3, 65).is_err());
+    }
+
+    #[test]
+    fn water_flow_persistence_confirms_each_model_on_its_own() {
+        let t = ZoneThresholds::STANDARD_ZONE;
+        let p = WaterFlowPersistence {
+            leak: Persistence::new(2, 3).unwrap(),
+            burst: Persistence::new(3, 3).unwrap(),
+        };
+        let mut h = [0u64; 2];
+        // burst probability high three times: paged on the third; leak twice: on the second
+        assert_eq!(p.apply(&mut h, &t, 0.0, 0.9), RiskLevel::Medium);
+        assert_eq!(p.apply(&mut h, &t, 0.65, 0.9), RiskLevel::Medium);
+        assert_eq!(p.apply(&mut h, &t, 0.65, 0.9), RiskLevel::Critical);
+        assert_eq!(p.apply(&mut h, &t, 0.65, 0.0), RiskLevel::High); // the leak's own history
+        assert_eq!(p.apply(&mut h, &t, 0.35, 0.0), RiskLevel::Medium); // the table's MEDIUM
+                                                                       // off: exactly the zone table
+        let off = WaterFlowPersistence::default();
+        assert!(off.is_off());
+        for (l, b) in [
+            (0.0, 0.0),
+            (0.61, 0.0),
+            (0.81, 0.1),
+            (0.0, 0.21),
+            (0.31, 0.6),
+        ] {
+            assert_eq!(off.apply(&mut h, &t, l, b), t.level(l, b));
+        }
     }
 
     #[test]

@@ -11,8 +11,8 @@ use infrawatch_core::pipeline::{
     WaterFlowModels, WaterQualityModels,
 };
 use infrawatch_core::risk::{
-    default_quality_limits, Persistence, QualityLimit, RiskLevel, ScoreBands, ZonePolicy,
-    ZoneThresholds,
+    default_quality_limits, Persistence, QualityLimit, RiskLevel, ScoreBands, WaterFlowPersistence,
+    ZonePolicy, ZoneThresholds,
 };
 use numpy::PyArray1;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
@@ -68,20 +68,40 @@ fn bands(d: &Bound<'_, PyDict>, default: ScoreBands) -> PyResult<ScoreBands> {
     Ok(out)
 }
 
-/// `{"k": k, "n": n}`: page only when k of a sensor's last n verdicts reached HIGH (default off).
-fn persistence(d: &Bound<'_, PyDict>) -> PyResult<Persistence> {
-    let Some(p) = d.get_item("persistence")? else {
-        return Ok(Persistence::default());
-    };
-    if p.is_none() {
-        return Ok(Persistence::default());
+/// `{"leak": {"k": k, "n": n}, "burst": {...}}` (either may be left out: off), or one
+/// `{"k": k, "n": n}` for both: a model pages only when k of a sensor's last n verdicts reached
+/// HIGH by its probability (default off).
+fn persistence(d: &Bound<'_, PyDict>) -> PyResult<WaterFlowPersistence> {
+    fn rule(p: &Bound<'_, PyDict>) -> PyResult<Persistence> {
+        let k: u32 = get_item(p, "k", "persistence")?.extract()?;
+        let n: u32 = get_item(p, "n", "persistence")?.extract()?;
+        Persistence::new(k, n).map_err(value_error)
     }
-    let p = p
-        .cast::<PyDict>()
-        .map_err(|_| PyTypeError::new_err("persistence must be a dict {'k': int, 'n': int}"))?;
-    let k: u32 = get_item(p, "k", "persistence")?.extract()?;
-    let n: u32 = get_item(p, "n", "persistence")?.extract()?;
-    Persistence::new(k, n).map_err(value_error)
+    fn as_dict(p: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyDict>> {
+        p.cast_into::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(
+                "persistence must be a dict {'leak': {'k': k, 'n': n}, 'burst': {'k': k, 'n': n}}",
+            )
+        })
+    }
+    let Some(p) = d.get_item("persistence")?.filter(|p| !p.is_none()) else {
+        return Ok(WaterFlowPersistence::default());
+    };
+    let p = as_dict(p)?;
+    if p.contains("k")? {
+        let both = rule(&p)?;
+        return Ok(WaterFlowPersistence {
+            leak: both,
+            burst: both,
+        });
+    }
+    let mut out = WaterFlowPersistence::default();
+    for (role, slot) in [("leak", &mut out.leak), ("burst", &mut out.burst)] {
+        if let Some(r) = p.get_item(role)?.filter(|r| !r.is_none()) {
+            *slot = rule(&as_dict(r)?)?;
+        }
+    }
+    Ok(out)
 }
 
 fn kind_dict<'py>(models: &Bound<'py, PyDict>, kind: Kind) -> PyResult<Option<Bound<'py, PyDict>>> {
@@ -94,7 +114,8 @@ fn kind_dict<'py>(models: &Bound<'py, PyDict>, kind: Kind) -> PyResult<Option<Bo
     }
 }
 
-/// `{"water_flow": {"leak": m, "burst": m, "version": s, "persistence": {"k": k, "n": n}},
+/// `{"water_flow": {"leak": m, "burst": m, "version": s, "persistence": {"leak": {"k": k, "n": n},
+/// "burst": {...}}},
 /// "water_quality": {"contamination": m,
 /// "version": s, "bands": {...}}, "energy": {"expected_kwh": m, "anomaly": m, "version": s,
 /// "bands": {...}, "tolerance": f}}` → core `Models`.

@@ -128,6 +128,25 @@ def training_labels(data: sim.SimData) -> np.ndarray:
     return y
 
 
+def first_in_slot(data: sim.SimData) -> np.ndarray:
+    """Readings that open their sensor's quarter-hour, the `hod_dev` profile slot.
+
+    The time-of-day profile is an EWMA over every reading that falls in a slot, so at one reading
+    a minute it mostly holds the same quarter-hour's earlier readings of *today*: only the first
+    reading of a slot (and, fading, the next few) compares with yesterday — the day-over-day
+    deviation that shows a leak. The leak model is taught on these readings, where its evidence
+    is; it then scores every reading (elsewhere it sees no deviation and stays low), and the
+    k-of-n persistence rule gathers the slots. Readings 15 minutes or more apart all qualify.
+    """
+    order = np.lexsort((data.timestamp_ns, data.sensor_index))
+    s = data.sensor_index[order]
+    q = data.timestamp_ns[order] // (15 * 60 * NS)
+    first = np.r_[True, (s[1:] != s[:-1]) | (q[1:] != q[:-1])] if len(order) else np.zeros(0, bool)
+    out = np.empty(len(order), bool)
+    out[order] = first
+    return out
+
+
 # ---------------------------------------------------------------------------------- model zoo
 def _classifier(c: Candidate, n_estimators: int, seed: int) -> Any:
     p = dict(c.params)
@@ -201,7 +220,19 @@ def _best_band(score: np.ndarray, data: sim.SimData) -> tuple[float, metrics.Eve
 
 _SHIFTS = (0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 10.0)
 # (k, n) confirmation rules tried on validation: page when k of a sensor's last n verdicts are HIGH
-PERSISTENCE = ((1, 1), (2, 3), (3, 5), (5, 10), (8, 15), (10, 30), (20, 45), (30, 60))
+PERSISTENCE = (
+    (1, 1),
+    (2, 3),
+    (3, 5),
+    (5, 10),
+    (8, 15),
+    (2, 16),
+    (10, 30),
+    (3, 31),
+    (20, 45),
+    (5, 61),
+    (30, 60),
+)
 
 
 class FastEvents:
@@ -292,16 +323,18 @@ def _objective_of(p: float, r: float, f1: float, fps: float) -> float:
 
 def _tune_water_flow(
     leak: Any, burst: Any, vx: np.ndarray, vd: sim.SimData, critical: np.ndarray, fast: FastEvents
-) -> tuple[metrics.EventScores, tuple[int, int]]:
+) -> tuple[metrics.EventScores, dict[str, tuple[int, int]]]:
     """Choose how the two classifiers page under the fixed zone table: decision shifts for boosted
-    models, and a k-of-n persistence rule for any — on validation data, by the objective.
+    models, and a k-of-n persistence rule per model — on validation data, by the objective.
 
     The zone table's probability thresholds are a contract (DESIGN.md §3), so the models adapt to
     it: lowering a gradient-boosting model's baseline log-odds by δ maps every probability p to
-    expit(logit(p) − δ) — exactly, in scikit-learn and in the exported ensemble alike. δ for leak
-    and for burst is chosen with the persistence rule (k of a sensor's last n verdicts HIGH, which
-    the Rust pipeline applies before paging); boosted models are shifted in place. Returns the
-    reference figures of the chosen setting and the rule.
+    expit(logit(p) − δ) — exactly, in scikit-learn and in the exported ensemble alike. Each model
+    also gets its own rule (k of a sensor's last n verdicts HIGH by its probability, applied by the
+    Rust pipeline before paging): a leak shows at a few readings an hour, a burst at every one.
+    The leak and burst settings are found by coordinate ascent (the other held fixed, twice
+    round); boosted models are shifted in place. Returns the reference figures of the chosen
+    setting and the rules.
     """
     boosted = hasattr(leak, "_baseline_prediction")
     if boosted:
@@ -315,25 +348,35 @@ def _tune_water_flow(
         p = expit(raw - d) if boosted else raw
         return fast.sort(np.where(critical, p > crit_bound, p > std_bound))
 
-    leak_high = [high(raw_l, d, 0.4, 0.6) for d in shifts]
-    burst_high = [high(raw_b, d, 0.1, 0.2) for d in shifts]
-    best: tuple[float, float, float, tuple[int, int]] = (-9.0, 0.0, 0.0, (1, 1))
-    for i, dl in enumerate(shifts):
-        for j, db in enumerate(shifts):
-            raw_alert = leak_high[i] | burst_high[j]
-            for k, n in PERSISTENCE:
-                obj = _objective_of(*fast.scores(fast.confirm(raw_alert, k, n)))
+    # HIGH by the zone table from each probability alone (CRITICAL zone bound, STANDARD bound)
+    highs = {
+        "leak": [high(raw_l, d, 0.4, 0.6) for d in shifts],
+        "burst": [high(raw_b, d, 0.1, 0.2) for d in shifts],
+    }
+    zero = shifts.index(0.0)
+    chosen = {"leak": (zero, (1, 1)), "burst": (zero, (1, 1))}
+
+    def alerts(role: str, setting: tuple[int, tuple[int, int]]) -> np.ndarray:
+        return fast.confirm(highs[role][setting[0]], *setting[1])
+
+    for role in ("burst", "leak", "burst", "leak"):
+        other = alerts("leak" if role == "burst" else "burst", chosen["leak" if role == "burst" else "burst"])
+        best = (-9.0, chosen[role])
+        for i in range(len(shifts)):
+            for rule in PERSISTENCE:
+                obj = _objective_of(*fast.scores(alerts(role, (i, rule)) | other))
                 if obj > best[0]:
-                    best = (obj, dl, db, (k, n))
-    _, dl, db, rule = best
+                    best = (obj, (i, rule))
+        chosen[role] = best[1]
+    dl, db = shifts[chosen["leak"][0]], shifts[chosen["burst"][0]]
     if boosted:
         leak._baseline_prediction = leak._baseline_prediction - dl
         burst._baseline_prediction = burst._baseline_prediction - db
         leak.infrawatch_shift, burst.infrawatch_shift = dl, db
-    alert_sorted = fast.confirm(leak_high[shifts.index(dl)] | burst_high[shifts.index(db)], *rule)
+    alert_sorted = alerts("leak", chosen["leak"]) | alerts("burst", chosen["burst"])
     alert = np.empty(len(alert_sorted), bool)
     alert[fast.order] = alert_sorted
-    return _event_f1(vd, alert, probation=True), rule
+    return _event_f1(vd, alert, probation=True), {r: chosen[r][1] for r in ("leak", "burst")}
 
 
 def bands_from_high(high: float) -> dict[str, float]:
@@ -434,11 +477,15 @@ class Trainer:
         # simulated incidents: only what the features can see is taught (real data: every label)
         y = np.concatenate([d.label if self.cfg.data else training_labels(d) for d, _ in train])
         x = np.concatenate([x for _, x in train])
+        # the leak model learns on the readings that open a profile slot (see `first_in_slot`)
+        y_leak = np.where(np.concatenate([first_in_slot(d) for d, _ in train]), y, -1)
         idx, w = _subsample(y, self.cfg.max_train_rows, self.rng)
+        idx_l, w_l = _subsample(y_leak, self.cfg.max_train_rows, self.rng)
+        x_l, y_l = x[idx_l], y_leak[idx_l]
         x, y = x[idx], y[idx]
         vd, vx = val[0]
-        for label, what in ((1, "leak"), (2, "burst")):
-            if not (y == label).any():
+        for label, what, yy in ((1, "leak", y_l), (2, "burst", y)):
+            if not (yy == label).any():
                 raise ValueError(
                     f"the training part holds no {what} readings, so no {what} model can be learned; "
                     "use a longer stretch of data or simulated fleets"
@@ -452,7 +499,7 @@ class Trainer:
             if best is not None and time.monotonic() > deadline:
                 break
             leak = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(
-                x, y == 1, sample_weight=w
+                x_l, y_l == 1, sample_weight=w_l
             )
             burst = _classifier(c, self.cfg.n_estimators, self.cfg.random_state).fit(
                 x, y == 2, sample_weight=w
@@ -460,7 +507,7 @@ class Trainer:
             s, rule = _tune_water_flow(leak, burst, vx, vd, critical, fast)
             if c.family == "hgb":
                 c.params = {**c.params, "shift": [leak.infrawatch_shift, burst.infrawatch_shift]}
-            c.params = {**c.params, "persistence": list(rule)}
+            c.params = {**c.params, "persistence": {r: list(kn) for r, kn in rule.items()}}
             c.score, c.detail = _objective(s), asdict(s)
             results.append(
                 {"family": c.family, "params": c.params, "objective": c.score, "validation": c.detail}
@@ -473,13 +520,13 @@ class Trainer:
         assert best is not None
         _, leak, burst, c = best
         self.say(f"chose {c.family} {c.params}")
-        k, n = c.params["persistence"]
+        rules = {r: {"k": int(kn[0]), "n": int(kn[1])} for r, kn in c.params["persistence"].items()}
         return (
             {
                 "leak": core.TreeEnsemble.from_sklearn(leak, feature_names=self.names),
                 "burst": core.TreeEnsemble.from_sklearn(burst, feature_names=self.names),
             },
-            {"persistence": {"k": int(k), "n": int(n)}},
+            {"persistence": rules},
             results,
         )
 
