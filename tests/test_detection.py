@@ -10,9 +10,22 @@ import pytest
 
 from infrawatch import cli, core, sim
 from infrawatch.detection import datasets
-from infrawatch.detection.evaluation import evaluate_data, run_pipeline
+from infrawatch.detection.evaluation import EVENT_RULES, evaluate_data, run_pipeline
 from infrawatch.detection.registry import ActiveModels, ModelRegistry, RegistryError
-from infrawatch.detection.training import TrainConfig, Trainer, feature_subset, train
+from infrawatch.detection.training import (
+    BURST_KEEP_S,
+    LEAK_KEEP_S,
+    LEAK_SKIP_S,
+    FastEvents,
+    TrainConfig,
+    Trainer,
+    _event_f1,
+    feature_subset,
+    features,
+    first_in_slot,
+    train,
+    training_labels,
+)
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"n_sensors": 6, "days": 3.0}
@@ -106,6 +119,103 @@ def test_evaluation_runs_the_real_pipeline(registry: ModelRegistry) -> None:
     assert r.scores.event.events == sum(
         e.start_ns >= data.timestamp_ns.min() + 86_400 * 10**9 for e in data.events
     )
+
+
+def test_water_flow_model_stores_its_persistence_rules(registry: ModelRegistry) -> None:
+    rules = registry.load("water_flow")["persistence"]
+    assert set(rules) == {"leak", "burst"}
+    assert all(1 <= r["k"] <= r["n"] <= 64 for r in rules.values())
+
+
+def test_persistence_in_the_pipeline_matches_the_search_twin(registry: ModelRegistry) -> None:
+    """The per-model k-of-n rules the Rust pipeline applies are the ones training chose them by."""
+    data = sim.simulate("water_flow", seed=7, n_sensors=6, days=3.0, bursts_per_sensor_week=3.0)
+    entry = {k: v for k, v in registry.load("water_flow").items() if k != "persistence"}
+    payloads, topics = sim.payloads(data)
+    raw = run_pipeline({"water_flow": entry}, 20, payloads, topics)
+    rules = {"leak": {"k": 2, "n": 4}, "burst": {"k": 4, "n": 6}}
+    with_rules = {"water_flow": {**entry, "persistence": rules}}
+    kept = run_pipeline(with_rules, 20, payloads, topics)
+    # the twin: each model's HIGH by the zone table, confirmed on its own, in sensor order
+    x, names = features(data, 20)
+    fast = FastEvents(data, **EVENT_RULES["water_flow"])
+    critical = data.zone == "CRITICAL"
+    twin_sorted = np.zeros(len(data), bool)
+    for role, bounds in (("leak", (0.4, 0.6)), ("burst", (0.1, 0.2))):
+        model = entry[role]
+        cols = [names.index(n) for n in model.feature_names]
+        p = np.asarray(model.predict_proba(np.ascontiguousarray(x[:, cols])))[:, 1]
+        high = fast.sort(np.where(critical, p > bounds[0], p > bounds[1]))
+        twin_sorted |= fast.confirm(high, rules[role]["k"], rules[role]["n"])
+    twin = np.empty(len(data), bool)
+    twin[fast.order] = twin_sorted
+    assert (raw >= 2).sum() > (kept >= 2).sum() > 0  # some verdicts were held back, some paged
+    np.testing.assert_array_equal(kept >= 2, twin)
+    # held back means MEDIUM; every other verdict is the zone table's
+    np.testing.assert_array_equal(kept[(raw >= 2) & ~twin], 1)
+    np.testing.assert_array_equal(kept[(raw < 2) | twin], raw[(raw < 2) | twin])
+    # one rule for both models is the same as giving it to each
+    both = run_pipeline({"water_flow": {**entry, "persistence": {"k": 4, "n": 6}}}, 20, payloads, topics)
+    each = {"leak": {"k": 4, "n": 6}, "burst": {"k": 4, "n": 6}}
+    np.testing.assert_array_equal(
+        both, run_pipeline({"water_flow": {**entry, "persistence": each}}, 20, payloads, topics)
+    )
+    # a snapshot carries each sensor's histories: a restored pipeline goes on exactly
+    half = len(payloads) // 2
+    first = core.Pipeline(models=with_rules, window=20)
+    first.process(payloads[:half], topics[:half], received_ns=None)
+    second = core.Pipeline(models=with_rules, window=20)
+    second.restore(first.snapshot())
+    out = second.process(payloads[half:], topics[half:], received_ns=None)
+    resumed = np.full(len(payloads) - half, -1, np.int8)
+    resumed[np.asarray(out.source)] = np.asarray(out.risk)
+    np.testing.assert_array_equal(resumed, kept[half:])
+    for bad in ({"k": 0, "n": 3}, {"leak": {"k": 4, "n": 3}}, {"burst": {"k": 2, "n": 65}}):
+        with pytest.raises(ValueError, match="persistence"):
+            core.Pipeline(models={"water_flow": {**entry, "persistence": bad}}, window=20)
+
+
+def test_fast_event_figures_equal_the_reference() -> None:
+    data = sim.simulate("water_flow", seed=4, n_sensors=5, days=4.0)
+    fast = FastEvents(data, **EVENT_RULES["water_flow"])
+    rng = np.random.default_rng(0)
+    inside = data.label > 0
+    for rate_in, rate_out in ((0.05, 0.001), (0.5, 0.0), (0.0, 0.01), (0.0, 0.0), (1.0, 1.0)):
+        alert = np.where(inside, rng.random(len(data)) < rate_in, rng.random(len(data)) < rate_out)
+        for k, n in ((1, 1), (2, 3)):
+            sorted_alert = fast.confirm(fast.sort(alert), k, n)
+            alert_k = np.empty(len(data), bool)
+            alert_k[fast.order] = sorted_alert
+            ref = _event_f1(data, alert_k, probation=True)
+            got = fast.scores(sorted_alert)
+            want = (ref.precision, ref.recall, ref.f1, ref.false_positive_share)
+            np.testing.assert_allclose(got, want, equal_nan=True)
+
+
+def test_training_labels_leave_out_what_the_features_cannot_see() -> None:
+    data = sim.simulate("water_flow", seed=5, n_sensors=8, days=7.0)
+    y = training_labels(data)
+    assert set(np.unique(y)) == {-1, 0, 1, 2}
+    np.testing.assert_array_equal(y[data.label == 0], 0)  # normal stays normal
+    for e in data.events:
+        s = next(i for i, x in enumerate(data.sensors) if x.sensor_id == e.sensor_id)
+        rows = (data.sensor_index == s) & (data.timestamp_ns >= e.start_ns) & (data.timestamp_ns < e.end_ns)
+        age = (data.timestamp_ns[rows] - e.start_ns) / 1e9
+        label = 1 if e.type == "leak" else 2
+        taught = (age >= LEAK_SKIP_S) & (age < LEAK_KEEP_S) if e.type == "leak" else age < BURST_KEEP_S
+        np.testing.assert_array_equal(y[rows], np.where(taught, label, -1))
+
+
+def test_first_in_slot_marks_the_reading_that_opens_each_quarter_hour() -> None:
+    data = sim.simulate("water_flow", seed=3, n_sensors=3, days=1.0)
+    first = first_in_slot(data)
+    for s in range(3):
+        mine = data.sensor_index == s
+        slot = data.timestamp_ns[mine] // (900 * 10**9)
+        expect = np.r_[True, slot[1:] != slot[:-1]]
+        np.testing.assert_array_equal(first[mine], expect)
+    # one reading a minute: about one in fifteen opens a slot
+    assert 1 / 17 < first.mean() < 1 / 13
 
 
 def test_empty_registry_says_what_to_do(tmp_path: Path) -> None:

@@ -125,3 +125,19 @@ def test_payloads_decode_to_the_simulated_readings() -> None:
     gb = core.decode([p for p, _ in gw], [t for _, t in gw])
     assert gb.errors == []
     assert len(gb) == len(d)
+
+
+def test_mains_hold_service_pressure_at_peak_hour() -> None:
+    """Normal demand, even at its morning peak, leaves each main well above zero pressure (mains
+    are sized for peak hour); only bursts drive pressure towards the floor."""
+    d = sim.simulate("water_flow", seed=8, n_sensors=20, days=7)
+    p = d.fields["pressure_bar"]
+    normal = d.label == 0
+    for s in range(len(d.sensors)):
+        mine = normal & (d.sensor_index == s) & ~np.isnan(p)
+        # about the sensor's supply pressure: its usual night reading (least demand; the
+        # highest readings are spike faults)
+        supply = np.percentile(p[mine], 90)
+        assert np.percentile(p[mine], 0.5) > 0.3 * supply
+    assert (p[normal] > 0.5).mean() > 0.999
+    assert (p[d.label == 2] < 0.5).mean() > 0.1  # big bursts still collapse it

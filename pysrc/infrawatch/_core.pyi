@@ -202,7 +202,12 @@ class ProcessResult:
 
 @final
 class Pipeline:
-    """decode → token bucket → rolling features → tree ensembles → risk → line protocol, per batch."""
+    """decode → token bucket → rolling features → tree ensembles → risk → line protocol, per batch.
+
+    `models["water_flow"]` may carry `"persistence": {"k": k, "n": n}`: a verdict the zone table
+    puts at HIGH or above pages only when k of its sensor's last n verdicts reached HIGH; otherwise
+    it is reported as MEDIUM (per-sensor history kept in snapshots; default off).
+    """
 
     def __new__(
         cls,

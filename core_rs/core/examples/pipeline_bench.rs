@@ -10,6 +10,7 @@
 use std::sync::Arc;
 
 use infrawatch_core::pipeline::{Models, Pipeline, PipelineConfig, ProcessOutput, WaterFlowModels};
+use infrawatch_core::risk::WaterFlowPersistence;
 use infrawatch_core::trees::Ensemble;
 
 #[repr(C)]
@@ -88,6 +89,7 @@ fn main() {
             version: "bench".into(),
             leak: load("leak.iwm"),
             burst: load("burst.iwm"),
+            persistence: WaterFlowPersistence::default(),
         }),
         ..Models::default()
     };

@@ -18,7 +18,8 @@ use crate::fields::Kind;
 use crate::limiter::TokenBucket;
 use crate::line_protocol::{Key, LineWriter, OwnedKey};
 use crate::risk::{
-    confidence, default_quality_limits, QualityLimit, RiskLevel, ScoreBands, ZonePolicy,
+    confidence, default_quality_limits, QualityLimit, RiskLevel, ScoreBands, WaterFlowPersistence,
+    ZonePolicy,
 };
 use crate::trees::{Ensemble, TreeError};
 
@@ -44,6 +45,8 @@ pub struct WaterFlowModels {
     pub version: String,
     pub leak: Arc<Ensemble>,
     pub burst: Arc<Ensemble>,
+    /// k-of-n confirmation per model before a verdict pages (off by default).
+    pub persistence: WaterFlowPersistence,
 }
 
 /// The water-quality model (optional: the hard limits apply without one).
@@ -249,6 +252,7 @@ enum BoundModels {
         version: Arc<str>,
         leak: Bound,
         burst: Bound,
+        persistence: WaterFlowPersistence,
     },
     WaterQuality {
         version: Arc<str>,
@@ -408,6 +412,8 @@ pub struct Pipeline {
     stores: Vec<FeatureStore>, // indexed like Kind::ALL
     bound: [Option<BoundModels>; 3],
     last_risk: HashMap<String, RiskLevel>,
+    /// Each water-flow sensor's recent HIGH-by-the-table bits (leak, burst), for persistence.
+    history: hashbrown::HashMap<String, [u64; 2]>,
     scratch: Scratch,
 }
 
@@ -442,6 +448,7 @@ impl Pipeline {
             stores,
             bound: [None, None, None],
             last_risk: HashMap::new(),
+            history: hashbrown::HashMap::new(),
             scratch: Scratch::default(),
         };
         p.set_models(models)?;
@@ -465,6 +472,7 @@ impl Pipeline {
                         version: Arc::from(m.version.as_str()),
                         leak: Bound::new(&m.leak, wf, Kind::WaterFlow, "leak", Some(2))?,
                         burst: Bound::new(&m.burst, wf, Kind::WaterFlow, "burst", Some(2))?,
+                        persistence: m.persistence,
                     })
                 })
                 .transpose()?,
@@ -609,6 +617,7 @@ impl Pipeline {
                 n_store,
                 &mut scratch.words,
                 &mut scratch.gathered,
+                &mut self.history,
             )?;
             for (&i, v) in rows.iter().zip(vs) {
                 verdicts[i] = Some(v);
@@ -676,7 +685,8 @@ impl Pipeline {
         out.line_protocol = w.into_bytes();
     }
 
-    /// Serialise the rolling state (every kind's feature store and each sensor's last risk).
+    /// Serialise the rolling state (every kind's feature store, each sensor's last risk and its
+    /// persistence history).
     #[must_use]
     pub fn snapshot(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -695,6 +705,15 @@ impl Pipeline {
             out.extend_from_slice(k.as_bytes());
             out.push(*v as u8);
         }
+        out.extend_from_slice(&(self.history.len() as u64).to_le_bytes());
+        let mut hist: Vec<_> = self.history.iter().collect();
+        hist.sort();
+        for (k, h) in hist {
+            out.extend_from_slice(&(k.len() as u32).to_le_bytes());
+            out.extend_from_slice(k.as_bytes());
+            out.extend_from_slice(&h[0].to_le_bytes());
+            out.extend_from_slice(&h[1].to_le_bytes());
+        }
         out
     }
 
@@ -710,7 +729,7 @@ impl Pipeline {
             ));
         }
         let version = u32::from_le_bytes(r.array()?);
-        if version != SNAPSHOT_VERSION {
+        if version != SNAPSHOT_VERSION && version != 1 {
             return Err(PipelineError::Snapshot(format!(
                 "unsupported version {version}"
             )));
@@ -741,17 +760,30 @@ impl Pipeline {
             }
             last_risk.insert(key, RiskLevel::from_u8(level));
         }
+        let mut history = hashbrown::HashMap::new();
+        if version >= 2 {
+            let n = r.len_u64()?;
+            for _ in 0..n {
+                let len = u32::from_le_bytes(r.array()?) as usize;
+                let key = std::str::from_utf8(r.take(len)?)
+                    .map_err(|_| PipelineError::Snapshot("sensor id is not UTF-8".into()))?
+                    .to_owned();
+                let leak = u64::from_le_bytes(r.array()?);
+                history.insert(key, [leak, u64::from_le_bytes(r.array()?)]);
+            }
+        }
         if r.pos != data.len() {
             return Err(PipelineError::Snapshot("trailing bytes".into()));
         }
         self.stores = stores;
         self.last_risk = last_risk;
+        self.history = history;
         Ok(())
     }
 }
 
 const SNAPSHOT_MAGIC: &[u8] = b"IWPIPE\0";
-const SNAPSHOT_VERSION: u32 = 1;
+const SNAPSHOT_VERSION: u32 = 2; // 2: k-of-n persistence histories (1 still restores)
 
 struct Reader<'a> {
     data: &'a [u8],
@@ -847,7 +879,9 @@ impl Clone for Scratch {
 }
 
 /// Verdicts for `rows` (batch indices) of one kind from their feature rows `x`; explanations
-/// go to `words`.
+/// go to `words`. Water-flow verdicts are confirmed per sensor (`history`, in batch order, which
+/// is each sensor's time order) before anything is explained: a held-back HIGH is reported as
+/// MEDIUM and costs no explanation.
 #[inline(never)]
 #[allow(clippy::too_many_arguments)]
 fn score_kind(
@@ -859,10 +893,16 @@ fn score_kind(
     n_store: usize,
     words: &mut String,
     scratch: &mut Vec<f64>,
+    history: &mut hashbrown::HashMap<String, [u64; 2]>,
 ) -> Result<Vec<Verdict>, PipelineError> {
     let n = rows.len();
     Ok(match models {
-        BoundModels::WaterFlow { leak, burst, .. } => {
+        BoundModels::WaterFlow {
+            leak,
+            burst,
+            persistence,
+            ..
+        } => {
             let pl = leak.positive_proba(x, n_store, n, scratch)?;
             let pb = burst.positive_proba(x, n_store, n, scratch)?;
             let (mut by_leak, mut by_burst) = (Vec::new(), Vec::new());
@@ -871,7 +911,11 @@ fn score_kind(
                 .enumerate()
                 .map(|(r, &i)| {
                     let t = config.zone_policy.thresholds(batch.zone(i));
-                    let risk = t.level(pl[r], pb[r]);
+                    let mut risk = t.level(pl[r], pb[r]);
+                    if !persistence.is_off() {
+                        let bits = history.entry_ref(batch.sensor_id(i)).or_insert([0, 0]);
+                        risk = risk.min(persistence.apply(bits, t, pl[r], pb[r]));
+                    }
                     // a burst is the incident when its probability crossed its own bound
                     let is_burst = pb[r] > t.high_burst
                         && (pb[r] > t.critical_burst || pl[r] <= t.critical_leak);

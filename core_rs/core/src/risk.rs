@@ -119,6 +119,95 @@ impl ZonePolicy {
     }
 }
 
+/// Confirmation before paging (k-of-n): a water-flow verdict keeps the HIGH or CRITICAL level the
+/// zone table gives it only when at least `k` of its sensor's last `n` verdicts (this one
+/// included) reached HIGH by the table; otherwise it is reported as MEDIUM. A leak is slow and a
+/// burst lasts, so real incidents pass at once after `k` readings, while one-reading blips (a
+/// spike, a gust of demand) never page. `k = 1` (the default) is off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Persistence {
+    pub k: u32,
+    pub n: u32,
+}
+
+impl Default for Persistence {
+    fn default() -> Self {
+        Persistence { k: 1, n: 1 }
+    }
+}
+
+impl Persistence {
+    /// Longest history a sensor keeps (one bit per verdict).
+    pub const MAX_N: u32 = 64;
+
+    /// # Errors
+    /// Unless 1 <= k <= n <= 64.
+    pub fn new(k: u32, n: u32) -> Result<Self, String> {
+        if k == 0 || k > n || n > Self::MAX_N {
+            return Err(format!(
+                "persistence needs 1 <= k <= n <= {}, got k={k} n={n}",
+                Self::MAX_N
+            ));
+        }
+        Ok(Persistence { k, n })
+    }
+
+    #[must_use]
+    pub fn is_off(&self) -> bool {
+        self.k <= 1
+    }
+
+    /// Shift this verdict's table level into the sensor's `history` (bit 0 = newest, set when
+    /// HIGH or above) and return the level to report.
+    #[must_use]
+    pub fn apply(&self, history: &mut u64, level: RiskLevel) -> RiskLevel {
+        let high = level >= RiskLevel::High;
+        *history = (*history << 1) | u64::from(high);
+        let mask = if self.n >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << self.n) - 1
+        };
+        if high && (*history & mask).count_ones() < self.k {
+            RiskLevel::Medium
+        } else {
+            level
+        }
+    }
+}
+
+/// Persistence per water-flow model: a leak builds up over hours (a few confirming readings
+/// suffice), a burst is loud at once (many). Each model's level by the zone table — the level its
+/// probability alone reaches (the table's rows are "burst > a or leak > b") — is confirmed with
+/// its own history, and the verdict is the higher of the two confirmed levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WaterFlowPersistence {
+    pub leak: Persistence,
+    pub burst: Persistence,
+}
+
+impl WaterFlowPersistence {
+    #[must_use]
+    pub fn is_off(&self) -> bool {
+        self.leak.is_off() && self.burst.is_off()
+    }
+
+    /// The level to report for `leak`/`burst` probabilities under `t`, updating the sensor's
+    /// `history` (`[leak bits, burst bits]`).
+    #[must_use]
+    pub fn apply(
+        &self,
+        history: &mut [u64; 2],
+        t: &ZoneThresholds,
+        leak: f64,
+        burst: f64,
+    ) -> RiskLevel {
+        let l = self.leak.apply(&mut history[0], t.level(leak, f64::NAN));
+        let b = self.burst.apply(&mut history[1], t.level(f64::NAN, burst));
+        l.max(b)
+    }
+}
+
 /// Score bands for a single score in [0, 1]: a level applies when score >= its bound.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ScoreBands {
@@ -231,6 +320,67 @@ mod tests {
         let p = ZonePolicy::default();
         assert_eq!(p.water_flow("CRITICAL", f64::NAN, f64::NAN), RiskLevel::Low);
         assert_eq!(ScoreBands::CONTAMINATION.level(f64::NAN), RiskLevel::Low);
+    }
+
+    #[test]
+    fn persistence_pages_on_k_of_the_last_n() {
+        use RiskLevel::{Critical, High, Low, Medium};
+        let p = Persistence::new(3, 5).unwrap();
+        let mut h = 0u64;
+        let seen: Vec<_> = [
+            High, Critical, Low, High, Low, Critical, High, Low, Low, Low, High,
+        ]
+        .iter()
+        .map(|&l| p.apply(&mut h, l))
+        .collect();
+        // the third HIGH-or-above of the last five pages; below HIGH is never changed
+        assert_eq!(
+            seen,
+            [Medium, Medium, Low, High, Low, Critical, High, Low, Low, Low, Medium]
+        );
+        // off: the table's level unchanged
+        let off = Persistence::default();
+        assert!(off.is_off());
+        let mut h = 0u64;
+        assert_eq!(off.apply(&mut h, Critical), Critical);
+        // a full 64-reading history
+        let p = Persistence::new(64, 64).unwrap();
+        let mut h = 0u64;
+        let last = (0..64).map(|_| p.apply(&mut h, High)).last();
+        assert_eq!(last, Some(High));
+        assert_eq!(p.apply(&mut h, Low), Low);
+        assert_eq!(p.apply(&mut h, High), Medium);
+        assert!(Persistence::new(0, 3).is_err());
+        assert!(Persistence::new(4, 3).is_err());
+        assert!(Persistence::new(3, 65).is_err());
+    }
+
+    #[test]
+    fn water_flow_persistence_confirms_each_model_on_its_own() {
+        let t = ZoneThresholds::STANDARD_ZONE;
+        let p = WaterFlowPersistence {
+            leak: Persistence::new(2, 3).unwrap(),
+            burst: Persistence::new(3, 3).unwrap(),
+        };
+        let mut h = [0u64; 2];
+        // burst probability high three times: paged on the third; leak twice: on the second
+        assert_eq!(p.apply(&mut h, &t, 0.0, 0.9), RiskLevel::Medium);
+        assert_eq!(p.apply(&mut h, &t, 0.65, 0.9), RiskLevel::Medium);
+        assert_eq!(p.apply(&mut h, &t, 0.65, 0.9), RiskLevel::Critical);
+        assert_eq!(p.apply(&mut h, &t, 0.65, 0.0), RiskLevel::High); // the leak's own history
+        assert_eq!(p.apply(&mut h, &t, 0.35, 0.0), RiskLevel::Medium); // the table's MEDIUM
+                                                                       // off: exactly the zone table
+        let off = WaterFlowPersistence::default();
+        assert!(off.is_off());
+        for (l, b) in [
+            (0.0, 0.0),
+            (0.61, 0.0),
+            (0.81, 0.1),
+            (0.0, 0.21),
+            (0.31, 0.6),
+        ] {
+            assert_eq!(off.apply(&mut h, &t, l, b), t.level(l, b));
+        }
     }
 
     #[test]

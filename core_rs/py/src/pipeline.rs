@@ -11,7 +11,8 @@ use infrawatch_core::pipeline::{
     WaterFlowModels, WaterQualityModels,
 };
 use infrawatch_core::risk::{
-    default_quality_limits, QualityLimit, RiskLevel, ScoreBands, ZonePolicy, ZoneThresholds,
+    default_quality_limits, Persistence, QualityLimit, RiskLevel, ScoreBands, WaterFlowPersistence,
+    ZonePolicy, ZoneThresholds,
 };
 use numpy::PyArray1;
 use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
@@ -68,6 +69,42 @@ fn bands(d: &Bound<'_, PyDict>, default: ScoreBands) -> PyResult<ScoreBands> {
     Ok(out)
 }
 
+/// `{"leak": {"k": k, "n": n}, "burst": {...}}` (either may be left out: off), or one
+/// `{"k": k, "n": n}` for both: a model pages only when k of a sensor's last n verdicts reached
+/// HIGH by its probability (default off).
+fn persistence(d: &Bound<'_, PyDict>) -> PyResult<WaterFlowPersistence> {
+    fn rule(p: &Bound<'_, PyDict>) -> PyResult<Persistence> {
+        let k: u32 = get_item(p, "k", "persistence")?.extract()?;
+        let n: u32 = get_item(p, "n", "persistence")?.extract()?;
+        Persistence::new(k, n).map_err(value_error)
+    }
+    fn as_dict(p: Bound<'_, PyAny>) -> PyResult<Bound<'_, PyDict>> {
+        p.cast_into::<PyDict>().map_err(|_| {
+            PyTypeError::new_err(
+                "persistence must be a dict {'leak': {'k': k, 'n': n}, 'burst': {'k': k, 'n': n}}",
+            )
+        })
+    }
+    let Some(p) = d.get_item("persistence")?.filter(|p| !p.is_none()) else {
+        return Ok(WaterFlowPersistence::default());
+    };
+    let p = as_dict(p)?;
+    if p.contains("k")? {
+        let both = rule(&p)?;
+        return Ok(WaterFlowPersistence {
+            leak: both,
+            burst: both,
+        });
+    }
+    let mut out = WaterFlowPersistence::default();
+    for (role, slot) in [("leak", &mut out.leak), ("burst", &mut out.burst)] {
+        if let Some(r) = p.get_item(role)?.filter(|r| !r.is_none()) {
+            *slot = rule(&as_dict(r)?)?;
+        }
+    }
+    Ok(out)
+}
+
 fn kind_dict<'py>(models: &Bound<'py, PyDict>, kind: Kind) -> PyResult<Option<Bound<'py, PyDict>>> {
     match models.get_item(kind.as_str())? {
         None => Ok(None),
@@ -78,7 +115,9 @@ fn kind_dict<'py>(models: &Bound<'py, PyDict>, kind: Kind) -> PyResult<Option<Bo
     }
 }
 
-/// `{"water_flow": {"leak": m, "burst": m, "version": s}, "water_quality": {"contamination": m,
+/// `{"water_flow": {"leak": m, "burst": m, "version": s, "persistence": {"leak": {"k": k, "n": n},
+/// "burst": {...}}},
+/// "water_quality": {"contamination": m,
 /// "version": s, "bands": {...}}, "energy": {"expected_kwh": m, "anomaly": m, "version": s,
 /// "bands": {...}, "tolerance": f}}` → core `Models`.
 fn parse_models(models: Option<&Bound<'_, PyAny>>) -> PyResult<Models> {
@@ -108,6 +147,7 @@ fn parse_models(models: Option<&Bound<'_, PyAny>>) -> PyResult<Models> {
                 &get_item(&d, "burst", "models['water_flow']")?,
                 "models['water_flow']['burst']",
             )?,
+            persistence: persistence(&d)?,
         });
     }
     if let Some(d) = kind_dict(models, Kind::WaterQuality)? {

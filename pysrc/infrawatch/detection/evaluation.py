@@ -65,6 +65,15 @@ def run_pipeline(
     return risk
 
 
+def probation_end_ns(timestamp_ns: np.ndarray) -> int:
+    """The end of a data set's probationary period, as in the Numenta Anomaly Benchmark: the first
+    10% of the time span (at least one day) is history the features and time-of-day profiles learn
+    from; alerts and events that start in it are not scored (the whole span if it is shorter)."""
+    t0, t1 = int(timestamp_ns.min()), int(timestamp_ns.max())
+    end = t0 + max((t1 - t0) // 10, 86_400 * metrics.NS)
+    return t0 if end >= t1 else end
+
+
 def score_run(
     name: str,
     kind: str,
@@ -75,14 +84,8 @@ def score_run(
     events: Iterable[metrics.Span],
 ) -> Scored:
     events = list(events)
-    # A probationary period, as in the Numenta Anomaly Benchmark: the first 10% of the time span
-    # (at least one day) is history the features and time-of-day profiles learn from; alerts and
-    # events that start in it are not scored.
     if len(timestamp_ns):
-        t0, t1 = int(timestamp_ns.min()), int(timestamp_ns.max())
-        probation_end = t0 + max((t1 - t0) // 10, 86_400 * metrics.NS)
-        if probation_end >= t1:
-            probation_end = t0
+        probation_end = probation_end_ns(timestamp_ns)
         scored = timestamp_ns >= probation_end
         risk = np.where(scored, risk, -1)
         truth = truth & scored

@@ -31,7 +31,7 @@ ROLES = {
     "energy": ("expected_kwh", "anomaly"),
 }
 # settings stored in model.json that the Pipeline entry carries besides the ensembles
-_PIPELINE_KEYS = ("bands", "tolerance", "anomaly_types")
+_PIPELINE_KEYS = ("bands", "tolerance", "anomaly_types", "persistence")
 
 
 class RegistryError(Exception):
