@@ -346,37 +346,20 @@ impl<'a> Scanner<'a> {
     /// Consume `{` (the caller has peeked it) and return the first key, or `None` for `{}`.
     #[inline(always)]
     pub fn begin_object(&mut self) -> PResult<Option<JStr<'a>>> {
-        self.enter()?;
-        self.pos += 1;
-        match self.peek() {
-            Some(b'}') => {
-                self.pos += 1;
-                self.depth -= 1;
-                Ok(None)
-            }
-            Some(b'"') => self.key().map(Some),
-            _ => self.fail("expected a key or '}'"),
+        if self.begin_members()? {
+            self.key().map(Some)
+        } else {
+            Ok(None)
         }
     }
 
     /// After a member's value: the next key, or `None` at the closing `}`.
     #[inline(always)]
     pub fn next_key(&mut self) -> PResult<Option<JStr<'a>>> {
-        match self.peek() {
-            Some(b',') => {
-                self.pos += 1;
-                if self.peek() == Some(b'"') {
-                    self.key().map(Some)
-                } else {
-                    self.fail("expected a key after ','")
-                }
-            }
-            Some(b'}') => {
-                self.pos += 1;
-                self.depth -= 1;
-                Ok(None)
-            }
-            _ => self.fail("expected ',' or '}'"),
+        if self.next_member()? {
+            self.key().map(Some)
+        } else {
+            Ok(None)
         }
     }
 
