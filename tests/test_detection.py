@@ -41,7 +41,7 @@ def tiny_config(kind: str, **kw: object) -> TrainConfig:
         "train_seeds": (1,),
         "validation_seeds": (2,),
         "test_seeds": (3,),
-        "time_budget_s": 0.0,  # the default candidate only
+        "max_candidates": 1,  # the default candidate only
         "n_estimators": 12,
         "max_train_rows": 30_000,
     }
@@ -77,6 +77,15 @@ def test_training_stores_an_active_version_with_metadata(registry: ModelRegistry
         # the artifact carries its own provenance too
         ens = core.TreeEnsemble.load(str(next(v.path.glob("*.iwm"))))
         assert ens.metadata["version"] == v.version
+
+
+def test_search_tries_exactly_max_candidates_whatever_the_budget(tmp_path: Path) -> None:
+    reg = ModelRegistry(tmp_path)
+    train(tiny_config("water_quality", max_candidates=2, time_budget_s=0.0), reg)
+    (v,) = reg.versions("water_quality")
+    search = json.loads((v.path / "model.json").read_text())["search"]
+    assert len(search) == 2
+    assert search[0]["family"] == "hgb"  # the sound default always comes first
 
 
 def test_energy_model_is_a_typed_classifier(registry: ModelRegistry) -> None:

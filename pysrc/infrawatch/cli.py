@@ -16,6 +16,16 @@ class CliError(Exception):
     """A problem the user can fix; the message says how."""
 
 
+def _positive_int(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number of at least 1, got {text!r}")
+    return n
+
+
 def _say(msg: str) -> None:
     tqdm.write(msg, file=sys.stderr)
 
@@ -46,6 +56,7 @@ def _train(args: argparse.Namespace) -> int:
             n_sensors=args.sensors,
             days=args.days,
             time_budget_s=args.budget,
+            max_candidates=args.candidates,
             n_estimators=args.trees,
             data=args.data,
             feature_set=args.features,
@@ -167,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--sensors", type=int, default=30, help="simulated sensors per seed")
     t.add_argument("--days", type=float, help="simulated days per seed (default: the kind's)")
     t.add_argument("--budget", type=float, default=180.0, help="hyperparameter search budget, seconds")
+    t.add_argument(
+        "--candidates",
+        type=_positive_int,
+        default=None,
+        help="try exactly this many candidates, however long it takes (reproducible figures; "
+        "overrides --budget)",
+    )
     t.add_argument("--trees", type=int, default=100, help="trees per forest")
     t.add_argument("--data", help="train on a real data set (folder or CSV) instead of simulated fleets")
     t.add_argument(
