@@ -795,17 +795,7 @@ mod tests {
 
     /// A random tree whose thresholds and inputs share the edge values (and the grid around 0).
     fn tree(g: &mut Lcg, nf: usize, width: usize, depth: u32, output: usize) -> TreeSpec {
-        let mut s = TreeSpec {
-            children_left: vec![],
-            children_right: vec![],
-            feature: vec![],
-            threshold: vec![],
-            missing_left: vec![],
-            value: vec![],
-            count: vec![],
-            fill_internal: false,
-            output,
-        };
+        let mut s = TreeSpec::empty(output);
         fn grow(g: &mut Lcg, s: &mut TreeSpec, nf: usize, w: usize, depth: u32) -> i64 {
             let i = s.children_left.len();
             s.children_left.push(-1);

@@ -29,6 +29,24 @@ pub struct TreeSpec {
     pub output: usize,
 }
 
+impl TreeSpec {
+    /// A tree with no nodes yet, adding to output slot `output` (for building node by node).
+    #[must_use]
+    pub fn empty(output: usize) -> Self {
+        TreeSpec {
+            children_left: vec![],
+            children_right: vec![],
+            feature: vec![],
+            threshold: vec![],
+            missing_left: vec![],
+            value: vec![],
+            count: vec![],
+            fill_internal: false,
+            output,
+        }
+    }
+}
+
 /// A split node. `feature` bit 31 is the missing-goes-left flag.
 #[derive(Debug, Clone, Copy, PartialEq)]
 #[repr(C)]

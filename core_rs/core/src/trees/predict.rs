@@ -424,17 +424,7 @@ mod tests {
 
     /// A random tree with `n_features` features, up to `max_depth` levels (possibly one leaf).
     fn random_tree(g: &mut Lcg, n_features: usize, max_depth: u32, output: usize) -> TreeSpec {
-        let mut s = TreeSpec {
-            children_left: vec![],
-            children_right: vec![],
-            feature: vec![],
-            threshold: vec![],
-            missing_left: vec![],
-            value: vec![],
-            count: vec![],
-            fill_internal: false,
-            output,
-        };
+        let mut s = TreeSpec::empty(output);
         fn grow(g: &mut Lcg, s: &mut TreeSpec, nf: usize, depth: u32) -> i64 {
             let i = s.children_left.len();
             s.children_left.push(-1);
