@@ -22,8 +22,8 @@ run: setup ## the main job (for now: the benchmark suite)
 lint: setup ## cargo fmt/clippy, ruff, mypy and the stub check
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -q -- -D warnings
-	$(VENV)/bin/ruff check pysrc tests benches
-	$(VENV)/bin/ruff format --check pysrc tests benches
+	$(VENV)/bin/ruff check pysrc ingest tests benches
+	$(VENV)/bin/ruff format --check pysrc ingest tests benches
 	$(VENV)/bin/mypy
 	$(PY) -m mypy.stubtest infrawatch._core --allowlist .mypy-stubtest-allowlist
 
