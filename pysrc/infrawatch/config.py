@@ -1,16 +1,102 @@
 """The one configuration of infrawatch: pydantic-settings, every field overridable by environment.
 
 Environment variables are `INFRAWATCH_<FIELD>` (nested with `__`, e.g.
-`INFRAWATCH_INFLUX__URL`). Secrets are never defaults: they come from the environment or from
-files named by `*_FILE` variables.
+`INFRAWATCH_INFLUX__URL`). Secrets are never defaults: each password comes from its environment
+variable (`INFRAWATCH_INFLUX__WRITER_PASSWORD`) or from the file its `*_FILE` twin names
+(`INFRAWATCH_INFLUX__WRITER_PASSWORD_FILE`) — the local stack writes such files, mode 0600, under
+its run directory.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """A setting is missing or unusable; the message says which variable to set."""
+
+
+def secret(value: SecretStr | None, file: Path | None, name: str) -> str:
+    """The secret from its variable, else from the file its `_FILE` twin names."""
+    if value is not None:
+        return value.get_secret_value()
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as e:
+            raise ConfigError(f"cannot read {name}_FILE={file}: {e.strerror}") from e
+    raise ConfigError(f"no secret for {name}: set INFRAWATCH_{name} or INFRAWATCH_{name}_FILE")
+
+
+class InfluxSettings(BaseModel):
+    """InfluxDB 1.x HTTP API v1 (or a server speaking it): one user per role."""
+
+    url: str = "http://127.0.0.1:8086"
+    database: str = "infrawatch"
+    admin_user: str = "admin"
+    admin_password: SecretStr | None = None
+    admin_password_file: Path | None = None
+    writer_user: str = "writer"
+    writer_password: SecretStr | None = None
+    writer_password_file: Path | None = None
+    grafana_user: str = "grafana"
+    grafana_password: SecretStr | None = None
+    grafana_password_file: Path | None = None
+    api_user: str = "api"
+    api_password: SecretStr | None = None
+    api_password_file: Path | None = None
+    # Retention of the three tiers (InfluxQL durations) and how often the rollups run.
+    raw_duration: str = "7d"
+    rollup_1m_duration: str = "90d"
+    rollup_1h_duration: str = "260w"
+    timeout_s: float = Field(10.0, gt=0)
+
+    def password(self, role: str) -> str:
+        """The password of `role` (admin, writer, grafana, api)."""
+        value: SecretStr | None = getattr(self, f"{role}_password")
+        file: Path | None = getattr(self, f"{role}_password_file")
+        return secret(value, file, f"INFLUX__{role.upper()}_PASSWORD")
+
+
+class BrokerSettings(BaseModel):
+    """The MQTT broker the workers subscribe to (Mosquitto)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(1883, ge=1, le=65535)
+    worker_user: str = "worker"
+    worker_password: SecretStr | None = None
+    worker_password_file: Path | None = None
+    # Mosquitto's password file and ACL file, managed by `infrawatch broker add-sensor` etc.
+    password_file: Path = Path("run/mosquitto/passwd")
+    acl_file: Path = Path("run/mosquitto/acl")
+    keepalive_s: int = Field(30, ge=5)
+
+    def password(self) -> str:
+        return secret(self.worker_password, self.worker_password_file, "BROKER__WORKER_PASSWORD")
+
+
+class WorkerSettings(BaseModel):
+    """One ingest worker: batching, spool, dead letters, stats."""
+
+    id: str = "worker-1"
+    # `i/N`: this worker owns the sensors (and gateways) whose id hashes to i modulo N.
+    partition: str = "0/1"
+    batch_size: int = Field(2000, ge=1)
+    batch_timeout_ms: int = Field(100, ge=1)
+    spool_dir: Path = Path("run/spool")
+    spool_max_bytes: int = Field(512 * 1024 * 1024, ge=1024)
+    deadletter_dir: Path = Path("run/deadletter")
+    deadletter_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    deadletter_backups: int = Field(5, ge=1)
+    stats_interval_s: float = Field(10.0, gt=0)
+    state_file: Path = Path("run/state/features.bin")
+    model_poll_s: float = Field(5.0, gt=0)
+    rate_per_s: float = Field(1.0, gt=0)
+    burst: float = Field(1.0, gt=0)
+    max_keys: int = Field(10_000_000, ge=1)
 
 
 class Settings(BaseSettings):
@@ -18,6 +104,10 @@ class Settings(BaseSettings):
 
     model_dir: Path = Field(Path("models"), description="the model registry (one directory per kind)")
     window: int = Field(60, ge=2, le=10_000, description="readings per sensor in the feature window")
+    run_dir: Path = Field(Path("run"), description="the local stack's servers, data, secrets and logs")
+    influx: InfluxSettings = InfluxSettings()
+    broker: BrokerSettings = BrokerSettings()
+    worker: WorkerSettings = WorkerSettings()
 
 
 def load_settings() -> Settings:
