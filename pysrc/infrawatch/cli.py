@@ -162,6 +162,27 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from infrawatch.config import ConfigError, load_settings
+    from infrawatch.ingest.worker import WorkerError, run
+
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = load_settings()
+    overrides = {k: v for k, v in (("id", args.id), ("partition", args.partition)) if v is not None}
+    if overrides:
+        settings = settings.model_copy(update={"worker": settings.worker.model_copy(update=overrides)})
+    try:
+        asyncio.run(run(settings, install_signal_handlers=True))
+    except (WorkerError, ConfigError) as e:
+        raise CliError(str(e)) from e
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infrawatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -229,6 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     ma.add_argument("version")
     ma.add_argument("--model-dir", type=Path)
     ma.set_defaults(func=_models_activate)
+
+    w = sub.add_parser(
+        "worker",
+        help="run an MQTT ingest worker "
+        "(settings: INFRAWATCH_BROKER__*, INFRAWATCH_INFLUX__*, INFRAWATCH_WORKER__*)",
+    )
+    w.add_argument(
+        "--id", help="worker id: its broker session, spool and state (default: INFRAWATCH_WORKER__ID)"
+    )
+    w.add_argument(
+        "--partition", help="'i/N': process the sensors hashing to i of N workers (default: settings)"
+    )
+    w.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    w.set_defaults(func=_worker)
     return parser
 
 
