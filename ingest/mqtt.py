@@ -118,11 +118,13 @@ class Inbox:
         if self._items and len(self._items) < max_n and not self._closed:
             self._want = max_n
             self._event.clear()
+            # a timer that sets the event rather than `asyncio.timeout`: on Python 3.11 a timeout that
+            # fires as the wait completes leaves a cancellation pending for the caller's next await
+            timer = asyncio.get_running_loop().call_later(linger_s, self._event.set)
             try:
-                async with asyncio.timeout(linger_s):
-                    await self._event.wait()
-            except TimeoutError:
-                pass
+                await self._event.wait()
+            finally:
+                timer.cancel()
         self._want = 1
         return self.take_now(max_n)
 

@@ -233,13 +233,14 @@ class Worker:
         consume = asyncio.create_task(self._consume_forever(), name="consume")
         stats = asyncio.create_task(self._stats_loop(), name="stats")
         try:
-            await asyncio.wait({consume, self._deliver_task}, return_when=asyncio.FIRST_COMPLETED)
-            if self._deliver_task.done() and not consume.done():
-                consume.cancel()  # delivery died: a bug; surface it below
+            deliver = self._deliver_task
+            await asyncio.wait({consume, deliver}, return_when=asyncio.FIRST_COMPLETED)
+            if deliver.done() and not deliver.cancelled() and deliver.exception() is not None:
+                consume.cancel()  # delivery died (a bug): surface its error, not a stuck consumer
                 with contextlib.suppress(asyncio.CancelledError):
                     await consume
-                self._deliver_task.result()
-            consume.result()
+                deliver.result()
+            await consume  # delivery also ends normally on stop, just before the consumer
         finally:
             stats.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -366,14 +367,17 @@ class Worker:
     # ------------------------------------------------------------------ deliver
     async def _deliver_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        get: asyncio.Task[_Delivery | _Stop] | None = None
         while True:
             timeout = None if self.spool.empty else max(0.0, self._next_drain - loop.time())
-            item: _Delivery | _Stop | None
-            try:
-                async with asyncio.timeout(timeout):
-                    item = await self._queue.get()
-            except TimeoutError:
-                item = None
+            # a get left pending across iterations, not cancelled on timeout: nothing can be lost
+            if get is None:
+                get = asyncio.create_task(self._queue.get())
+            done, _ = await asyncio.wait({get}, timeout=timeout)
+            item: _Delivery | _Stop | None = None
+            if done:
+                item = get.result()
+                get = None
             if not self.spool.empty and loop.time() >= self._next_drain:
                 await self._drain()
             if isinstance(item, _Stop):

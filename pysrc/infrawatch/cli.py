@@ -172,6 +172,7 @@ def _worker(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write otherwise
     settings = load_settings()
     overrides = {k: v for k, v in (("id", args.id), ("partition", args.partition)) if v is not None}
     if overrides:
