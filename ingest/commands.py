@@ -56,7 +56,43 @@ def _broker_remove(args: argparse.Namespace) -> int:
     return 0
 
 
+def _stack(args: argparse.Namespace) -> int:
+    from infrawatch.ingest.stack import Stack, StackOptions
+
+    opts = StackOptions(
+        run_dir=args.run_dir,
+        influx_port=args.influx_port,
+        broker_port=args.broker_port,
+        workers=args.workers,
+        sensors=args.sensors,
+        gateways=args.gateways,
+        rate=args.rate,
+        simulate=not args.no_simulate,
+        train_candidates=args.train_candidates,
+    )
+    return Stack(opts).run()
+
+
 def add_parsers(sub: Any) -> None:
+    st = sub.add_parser(
+        "stack",
+        help="the local stack: InfluxDB, Mosquitto, schema, default models, workers and a simulated facility",
+    )
+    st.add_argument(
+        "--run-dir", type=_path, default=Path("run"), help="servers' data, secrets, logs (reused)"
+    )
+    st.add_argument("--influx-port", type=int, default=8086)
+    st.add_argument("--broker-port", type=int, default=1883)
+    st.add_argument(
+        "--workers", type=int, default=2, help="ingest workers (each owns a partition of sensors)"
+    )
+    st.add_argument("--sensors", type=int, default=300, help="simulated sensors across the three kinds")
+    st.add_argument("--gateways", type=int, default=0, help="publish through this many gateways instead")
+    st.add_argument("--rate", type=float, default=None, help="simulator rate (see `infrawatch simulate -h`)")
+    st.add_argument("--no-simulate", action="store_true", help="servers and workers only")
+    st.add_argument("--train-candidates", type=int, default=1, help="search size of first-run training")
+    st.set_defaults(func=_stack)
+
     i = sub.add_parser("influx", help="InfluxDB schema: database, retention tiers, rollups, users")
     isub = i.add_subparsers(dest="influx_command", metavar="ACTION", required=True)
     ii = isub.add_parser(
