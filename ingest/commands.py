@@ -20,6 +20,19 @@ def _influx_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _influx_backfill(args: argparse.Namespace) -> int:
+    import time
+
+    from infrawatch.config import load_settings
+    from infrawatch.ingest import influx_admin
+
+    end = time.time_ns()
+    start = end - int(args.hours * 3600e9)
+    n = influx_admin.backfill(load_settings(), start, end, fine=args.fine, coarse=args.coarse)
+    print(f"recomputed {n} rollups over the last {args.hours:g} h", file=sys.stderr)
+    return 0
+
+
 def _broker_add(args: argparse.Namespace) -> int:
     from infrawatch.config import load_settings
     from infrawatch.ingest import broker_admin
@@ -103,6 +116,14 @@ def add_parsers(sub: Any) -> None:
     ii.add_argument("--fine", default="1m", help="interval of the rollup_1m tier's continuous queries")
     ii.add_argument("--coarse", default="1h", help="interval of the rollup_1h tier's continuous queries")
     ii.set_defaults(func=_influx_init)
+
+    bf = isub.add_parser(
+        "backfill", help="recompute the rollup tiers over a time range (after a long outage)"
+    )
+    bf.add_argument("--hours", type=float, default=24.0, help="how far back from now (default 24)")
+    bf.add_argument("--fine", default="1m")
+    bf.add_argument("--coarse", default="1h")
+    bf.set_defaults(func=_influx_backfill)
 
     b = sub.add_parser("broker", help="broker credentials and ACL (one user per sensor, gateway, worker)")
     bsub = b.add_subparsers(dest="broker_command", metavar="ACTION", required=True)

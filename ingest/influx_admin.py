@@ -229,3 +229,22 @@ def init(settings: Settings, *, fine: str = "1m", coarse: str = "1h") -> list[st
             c.raw_query(st)
         done.append(f"applied {len(schema_statements(settings, fine=fine, coarse=coarse))} schema statements")
     return done
+
+
+def backfill(settings: Settings, start_ns: int, end_ns: int, *, fine: str = "1m", coarse: str = "1h") -> int:
+    """Recompute the rollups over [start, end) — after an outage longer than the queries' RESAMPLE
+    FOR window (readings drained from a spool that late are in `raw` but not yet rolled up).
+    Runs each continuous query's SELECT … INTO bounded by time; returns the statements run."""
+    n = 0
+    with InfluxClient(settings) as c:
+        for st in schema_statements(settings, fine=fine, coarse=coarse):
+            m = re.match(r"CREATE CONTINUOUS QUERY .*? BEGIN (SELECT .*) GROUP BY (.*) END$", st, re.S)
+            if m is None:
+                continue
+            select, group = m.groups()
+            c.raw_query(
+                f"{select} WHERE time >= {int(start_ns)} AND time < {int(end_ns)} GROUP BY {group}",
+                db=settings.influx.database,
+            )
+            n += 1
+    return n

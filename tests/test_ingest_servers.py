@@ -292,3 +292,21 @@ def test_the_cli_applies_the_schema_and_prints_credentials_once(stack: Stack) ->
     )
     assert missing.returncode == 1
     assert "INFRAWATCH_INFLUX__ADMIN_PASSWORD" in missing.stderr
+
+
+def test_backfill_rolls_up_readings_that_arrived_too_late_for_the_queries(stack: Stack) -> None:
+    # an hour ago: far outside the continuous queries' RESAMPLE FOR window
+    t0 = (time.time_ns() - 3600 * NS) // (4 * NS) * (4 * NS)
+    lines = [
+        f"reading,kind=energy,sensor_id=E1,site=a,zone=STANDARD energy_kwh={i} {t0 + i * NS}"
+        for i in range(8)
+    ]
+    stack.client("writer").write(("\n".join(lines) + "\n").encode())
+    time.sleep(3)
+    assert stack.rows('SELECT * FROM "rollup_1m"."reading" WHERE sensor_id = \'E1\'') == []
+    assert influx_admin.backfill(stack.settings, t0, t0 + 8 * NS, fine=FINE, coarse=COARSE) == 6
+    fine = stack.rows('SELECT * FROM "rollup_1m"."reading" WHERE sensor_id = \'E1\'')
+    coarse = stack.rows('SELECT * FROM "rollup_1h"."reading" WHERE sensor_id = \'E1\'')
+    assert [r["mean_energy_kwh"] for r in fine] == [0.5, 2.5, 4.5, 6.5]
+    assert [r["count_energy_kwh"] for r in coarse] == [4, 4]
+    assert [r["max_energy_kwh"] for r in coarse] == [3, 7]
