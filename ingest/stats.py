@@ -1,7 +1,7 @@
 """The worker's counters and latency samples, and the `pipeline` point they become (DESIGN.md §4).
 
-Counters are cumulative since the worker started (Grafana takes `non_negative_derivative`); latency
-percentiles and batch sizes describe the interval since the previous point. Latencies are sampled
+Each point describes the interval since the previous one: its counts, latency percentiles and batch
+sizes; `_total` twins carry the counts since the worker started. Latencies are sampled
 (a bounded number of readings per batch), so the stats cost does not grow with the batch.
 """
 
@@ -70,6 +70,9 @@ class WorkerStats:
     _lag_ms: list[float] = field(default_factory=list)
     _ingest_ms: list[float] = field(default_factory=list)
     _batch_sizes: list[int] = field(default_factory=list)
+    _last: dict[str, int] = field(default_factory=dict)
+    _last_ns: int = 0
+    _started_ns: int = field(default_factory=time.time_ns)
 
     def batch(self, size: int) -> None:
         self.batches += 1
@@ -103,10 +106,9 @@ class WorkerStats:
             out.update({"batch_mean": float(sizes.mean()), "batch_max": float(sizes.max())})
         return out
 
-    def line(self, worker: str, now_ns: int | None = None) -> bytes:
-        """The `pipeline` point for this interval; resets the interval samples."""
-        now_ns = time.time_ns() if now_ns is None else now_ns
-        ints = {
+    def counters(self) -> dict[str, int]:
+        """The cumulative counters since the worker started."""
+        out = {
             "received": self.received,
             "foreign": self.foreign,
             "processed": self.processed,
@@ -116,16 +118,31 @@ class WorkerStats:
             "stale": self.stale,
             "alerts": self.alerts,
             "batches": self.batches,
-            "spooled_batches_total": self.spooled_batches_total,
-            "spool_batches": self.spool_batches,
-            "spool_bytes": self.spool_bytes,
+            "spooled": self.spooled_batches_total,
             "write_errors": self.write_errors,
             "write_rejected": self.write_rejected,
             "dead_letter": sum(self.dead_letter.values()),
         }
-        ints.update({f"dead_letter_{reason}": n for reason, n in sorted(self.dead_letter.items())})
-        fields = [f"{k}={v}i" for k, v in ints.items()]
+        out.update({f"dead_letter_{reason}": n for reason, n in sorted(self.dead_letter.items())})
+        return out
+
+    def line(self, worker: str, now_ns: int | None = None) -> bytes:
+        """The `pipeline` point for the interval since the previous one, and reset the interval.
+
+        Counter fields hold the interval's counts (so `sum()` over a time range and rates work across
+        worker restarts), each with a `_total` twin since the worker started; `spooled_batches` and
+        `spooled_bytes` are what the spool holds now.
+        """
+        now_ns = time.time_ns() if now_ns is None else now_ns
+        totals = self.counters()
+        fields = [f"{k}={v - self._last.get(k, 0)}i" for k, v in totals.items()]
+        fields += [f"{k}_total={v}i" for k, v in totals.items()]
+        fields += [f"spooled_batches={self.spool_batches}i", f"spooled_bytes={self.spool_bytes}i"]
+        interval_ns = now_ns - (self._last_ns or self._started_ns)
+        fields.append(f"interval_s={max(0, interval_ns) / 1e9:.3f}")
         fields += [f"{k}={v:.3f}" for k, v in self.percentiles().items()]
+        self._last = totals
+        self._last_ns = now_ns
         self._lag_ms.clear()
         self._ingest_ms.clear()
         self._batch_sizes.clear()

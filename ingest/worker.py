@@ -39,6 +39,7 @@ import aiomqtt
 from infrawatch import core
 from infrawatch.config import Settings
 from infrawatch.detection.registry import KINDS, ActiveModels, ModelRegistry
+from infrawatch.errors import UserError
 
 from .deadletter import DeadLetters
 from .mqtt import BrokerRefusedError, Inbox, MqttSource, Received
@@ -56,7 +57,7 @@ DRAIN_BACKOFF_MIN_S = 0.1
 DRAIN_BACKOFF_MAX_S = 5.0
 
 
-class WorkerError(Exception):
+class WorkerError(UserError):
     """A problem the operator can fix; the message says how."""
 
 

@@ -50,10 +50,15 @@ def test_pipeline_point_has_counters_and_lag_percentiles() -> None:
     assert fields["lag_p50_ms"] == pytest.approx(2000, abs=1)
     assert fields["ingest_p99_ms"] == pytest.approx(1000)
     assert fields["batch_max"] == 7
-    # interval samples reset; counters do not
-    (again,) = parse(s.line("w 1", now_ns=NOW + 1))
-    assert "lag_p50_ms" not in again.fields
-    assert again.fields["written"] == 10
+    assert fields["written_total"] == 10
+    # the next point counts its own interval; totals go on
+    s.written_batch(body(3), [], now_ns=NOW)
+    (again,) = parse(s.line("w 1", now_ns=NOW + 10**9))
+    assert again.fields["written"] == 3
+    assert again.fields["written_total"] == 13
+    assert again.fields["dead_letter"] == 0
+    assert again.fields["interval_s"] == pytest.approx(1.0)
+    assert "ingest_p50_ms" not in again.fields
 
 
 def test_partition_parsing_and_stable_ownership() -> None:

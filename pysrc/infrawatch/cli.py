@@ -11,9 +11,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from infrawatch.errors import UserError
 
-class CliError(Exception):
-    """A problem the user can fix; the message says how."""
+
+class CliError(UserError):
+    """A problem with the command line itself; the message says how to fix it."""
 
 
 def _positive_int(text: str) -> int:
@@ -265,6 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     w.set_defaults(func=_worker)
+
+    from infrawatch.ingest import commands as ingest_commands
+
+    ingest_commands.add_parsers(sub)
     return parser
 
 
@@ -278,7 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (CliError, RegistryError) as e:
+    except (UserError, RegistryError) as e:
         print(f"infrawatch: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
