@@ -102,7 +102,7 @@ class Worker:
         self._drain_backoff = DRAIN_BACKOFF_MIN_S
         self._outage = False
         self._spool_full = False
-        self._next_model_poll = 0.0
+        self._pipeline_lock = asyncio.Lock()
         self._alert_error_logged = False
         # set in start()
         self.pipeline: core.Pipeline
@@ -127,7 +127,7 @@ class Worker:
         self.deadletters = DeadLetters(self.deadletter_dir, w.deadletter_max_bytes, w.deadletter_backups)
         self.stats.dead_letter = self.deadletters.counts
         self._update_spool_stats()
-        self.pipeline = self._make_pipeline()
+        self._make_pipeline()
         self.writer = InfluxWriter(self.settings.influx)
         self.source = MqttSource(
             self.settings.broker,
@@ -153,7 +153,7 @@ class Worker:
         f.flush()
         self._lock_file = f
 
-    def _make_pipeline(self) -> core.Pipeline:
+    def _make_pipeline(self) -> None:
         w = self.settings.worker
         registry = ModelRegistry(self.settings.model_dir)
         self.models = ActiveModels(registry)
@@ -163,8 +163,9 @@ class Worker:
             log.error("model registry %s: %s; starting without models", registry.root, e)
             window = self.settings.window
         limiter = core.TokenBucket(rate_per_s=w.rate_per_s, burst=w.burst, max_keys=w.max_keys)
-        pipeline = core.Pipeline(window=window, limiter=limiter)
-        self._refresh_models(pipeline)
+        self.pipeline = core.Pipeline(window=window, limiter=limiter)
+        self._refresh_models()
+        pipeline = self.pipeline
         if self.state_file.is_file():
             try:
                 pipeline.restore(self.state_file.read_bytes())
@@ -175,11 +176,24 @@ class Worker:
                 log.warning(
                     "cannot restore %s (%s); moved it to %s and starting fresh", self.state_file, e, aside
                 )
-        return pipeline
 
-    def _refresh_models(self, pipeline: core.Pipeline) -> None:
+    def _refresh_models(self) -> None:
+        """Swap in newly activated models; a new feature window means a new pipeline."""
+        pipeline = self.pipeline
         try:
+            window = self.models.registry.window()
+            if window is not None and window != pipeline.window:
+                # features of another window would feed the models numbers they were not trained on
+                log.warning(
+                    "the active models use a window of %d readings, the running pipeline %d: "
+                    "starting a fresh pipeline (rolling state starts over)",
+                    window,
+                    pipeline.window,
+                )
+                pipeline = core.Pipeline(window=window, limiter=pipeline.limiter)
+                self.models.fingerprint = None
             changed = self.models.refresh(pipeline)
+            self.pipeline = pipeline
         except Exception as e:
             log.error(
                 "model reload from %s failed: %s; keeping the current models", self.settings.model_dir, e
@@ -233,6 +247,7 @@ class Worker:
         self._deliver_task = asyncio.create_task(self._deliver_loop(), name="deliver")
         consume = asyncio.create_task(self._consume_forever(), name="consume")
         stats = asyncio.create_task(self._stats_loop(), name="stats")
+        models = asyncio.create_task(self._models_loop(), name="models")
         try:
             deliver = self._deliver_task
             await asyncio.wait({consume, deliver}, return_when=asyncio.FIRST_COMPLETED)
@@ -243,9 +258,10 @@ class Worker:
                 deliver.result()
             await consume  # delivery also ends normally on stop, just before the consumer
         finally:
-            stats.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await stats
+            for t in (stats, models):
+                t.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await t
             await self._finish_delivery(final_stats=True)
             for t in list(self._background):
                 with contextlib.suppress(Exception):
@@ -322,10 +338,10 @@ class Worker:
                 raise aiomqtt.MqttError("connection lost")
 
     async def _process(self, batch: list[Received]) -> None:
-        await self._maybe_refresh_models()
         payloads = [m.payload for m in batch]
         topics = [m.topic for m in batch]
-        out = await asyncio.to_thread(self.pipeline.process, payloads, topics, time.time_ns())
+        async with self._pipeline_lock:
+            out = await asyncio.to_thread(self.pipeline.process, payloads, topics, time.time_ns())
         s = self.stats
         s.processed += len(batch)
         s.readings += out.count
@@ -357,13 +373,13 @@ class Worker:
             dl.flush()
         await self._queue.put(_Delivery(out.line_protocol, batch, out.alerts))
 
-    async def _maybe_refresh_models(self) -> None:
-        now = time.monotonic()
-        if now < self._next_model_poll:
-            return
-        self._next_model_poll = now + self.settings.worker.model_poll_s
-        # in a thread, between batches: loading artifacts takes a while, and the pipeline is not in use
-        await asyncio.to_thread(self._refresh_models, self.pipeline)
+    async def _models_loop(self) -> None:
+        """Poll the registry's active pointers; swap in new versions between batches."""
+        while True:
+            await asyncio.sleep(self.settings.worker.model_poll_s)
+            # in a thread: loading artifacts takes a while; under the lock: the pipeline is not in use
+            async with self._pipeline_lock:
+                await asyncio.to_thread(self._refresh_models)
 
     # ------------------------------------------------------------------ deliver
     async def _deliver_loop(self) -> None:
