@@ -150,29 +150,41 @@ class MqttSource:
         self.received = 0  # every message the broker delivered
         self.foreign = 0  # messages of other partitions, acked on arrival
         self.connected = False
+        self.receive_maximum = max(1, min(65535, receive_maximum))
+        self.client = self._new_client()
+        self._used = False
+
+    def _new_client(self) -> aiomqtt.Client:
+        """A fresh client per connection: aiomqtt keeps the first CONNACK's outcome on a reused one,
+        so a refused reconnect would pass for a success."""
         props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = SESSION_EXPIRY_S
         # how many unacknowledged messages the broker may have in flight to us: enough for the batch
         # being collected plus those being processed and written
-        props.ReceiveMaximum = max(1, min(65535, receive_maximum))
-        self.client = aiomqtt.Client(
-            settings.host,
-            settings.port,
-            username=settings.worker_user,
-            password=settings.password(),
-            identifier=client_id,
+        props.ReceiveMaximum = self.receive_maximum
+        client = aiomqtt.Client(
+            self.settings.host,
+            self.settings.port,
+            username=self.settings.worker_user,
+            password=self.settings.password(),
+            identifier=self.client_id,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=props,
-            keepalive=settings.keepalive_s,
+            keepalive=self.settings.keepalive_s,
             timeout=10,
         )
-        self._paho: paho.Client = self.client._client
-        self._paho.manual_ack_set(True)
-        self._paho.on_message = self._on_message
+        paho_client: paho.Client = client._client
+        paho_client.manual_ack_set(True)
+        paho_client.on_message = self._on_message
+        self._paho = paho_client
+        return client
 
     # ------------------------------------------------------------------ connection
     async def __aenter__(self) -> MqttSource:
+        if self._used:
+            self.client = self._new_client()
+        self._used = True
         try:
             await self.client.__aenter__()
         except aiomqtt.MqttCodeError as e:

@@ -7,6 +7,7 @@ it has to die (SIGKILL). Waiting is for a condition, with a generous limit; noth
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import os
@@ -572,3 +573,30 @@ def test_broker_restart_mid_stream_loses_nothing(stack: Stack, tmp_path: Path) -
     assert w.stats.processed >= 60
     assert w.stats.written == w.stats.processed
     assert count_by_sensor(stack, "flow_rate_lps") == {"B1": 30, "B2": 30}
+
+
+def test_a_batch_influx_rejects_is_dead_lettered_not_retried(stack: Stack, tmp_path: Path) -> None:
+    settings = worker_settings(stack, tmp_path, id="rejected")
+    t0 = now_base()
+    # a string in flow_rate_lps first: InfluxDB then refuses float values there (field type conflict, 400)
+    with stack.client("admin") as c:
+        tags = "kind=water_flow,sensor_id=R0,site=plant,zone=STANDARD"
+        c.write(f'reading,{tags} flow_rate_lps="oops" {t0}'.encode())
+    pub = Publisher(stack, ["R1"])
+    topic = "infrawatch/plant/water_flow/R1/telemetry"
+    msgs = [(topic, nested("R1", t0 + i * SECOND, 10.0, 3.0)) for i in range(5)]
+
+    async def scenario() -> Worker:
+        async with running(settings) as w:
+            await pub.send("R1", msgs)
+            await wait_until(lambda: w.stats.acked == 5, "the rejected messages acknowledged")
+        return w
+
+    w = asyncio.run(scenario())
+    assert w.stats.write_rejected >= 1
+    assert w.stats.written == 0
+    letters = read_dead_letters(worker_paths(settings)[1])
+    assert [d["reason"] for d in letters] == ["write_rejected"] * 5
+    assert {d["topic"] for d in letters} == {topic}
+    assert all("400" in d["message"] and "conflict" in d["message"] for d in letters)
+    assert sorted(base64.b64decode(d["payload_b64"]) for d in letters) == sorted(p for _, p in msgs)
