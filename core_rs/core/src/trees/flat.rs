@@ -572,9 +572,10 @@ impl Flat {
 
     /// Saabas contributions of rows `x` to accumulated output slot `col`, row-major
     /// n_rows × (n_features + 1), bias last; divided by the tree count for forests. The rows
-    /// are walked like [`Self::accumulate`]; each leaf's root path (precomputed by `paths`,
-    /// once per output) is then added in path order, so every row's sums are in the one-row
-    /// walk's order and bit-identical to it.
+    /// are walked like [`Self::accumulate`], groups of rows crediting each edge as they take it
+    /// (`Paths::edges`), single rows adding their leaf's root path (`Paths::steps`); both are
+    /// built by `paths`, once per output, and add in root-to-leaf order, so every row's sums are
+    /// in the one-row walk's order and bit-identical to it.
     pub fn contributions_column(
         &self,
         x: &[f64],
