@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -237,7 +236,7 @@ class Connection:
     def _on_socket_close(self, _c: mqtt.Client, _u: Any, sock: Any) -> None:
         self._forget(sock)
 
-    def _forget(self, sock: socket.socket) -> None:
+    def _forget(self, sock: Any) -> None:
         with contextlib.suppress(ValueError, OSError):
             self._loop.remove_reader(sock)
             self._loop.remove_writer(sock)
@@ -258,9 +257,7 @@ class Fleet:
     (bounded) and disconnects every identity.
     """
 
-    def __init__(
-        self, host: str, port: int, *, client_prefix: str = "sim", keepalive_s: int = 30
-    ) -> None:
+    def __init__(self, host: str, port: int, *, client_prefix: str = "sim", keepalive_s: int = 30) -> None:
         self.host, self.port = host, port
         self.client_prefix = client_prefix
         self.keepalive_s = keepalive_s
@@ -337,7 +334,7 @@ class Fleet:
         """Wait until every message published so far is acknowledged or refused; False on timeout."""
         if not self._outstanding:
             return True
-        done, pending = await asyncio.wait(set(self._outstanding), timeout=timeout_s)
+        _done, pending = await asyncio.wait(set(self._outstanding), timeout=timeout_s)
         return not pending
 
     async def close(self, drain_timeout_s: float = 10.0) -> None:

@@ -22,6 +22,7 @@ readings of one round into one message per round.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import math
 import re
@@ -35,6 +36,9 @@ import numpy as np
 
 from infrawatch import sim
 from infrawatch.config import Settings
+from infrawatch.ingest import broker_admin
+from infrawatch.ingest.broker_admin import Role
+from infrawatch.ingest.publisher import Fleet
 from infrawatch.sim import Event, Sensor, SimData
 from infrawatch.sim._common import DEFAULT_START_NS
 
@@ -171,12 +175,14 @@ class Plan:
     def slot_offset_ns(self, g: int) -> int:
         """Wall-clock offset of global slot g (reading g // N of sensor g % N), whole ms."""
         n = len(self.slots)
-        return int(round(g * self.period_s / n * 1000)) * MS
+        return round(g * self.period_s / n * 1000) * MS
 
     def total_slots(self) -> int | None:
         return None if self.rounds is None else self.rounds * len(self.slots)
 
-    def readings(self, items: Sequence[tuple[int, int]], ts_ns: Sequence[int]) -> list[tuple[int, bytes, str]]:
+    def readings(
+        self, items: Sequence[tuple[int, int]], ts_ns: Sequence[int]
+    ) -> list[tuple[int, bytes, str]]:
         """Payloads for (slot index, reading number) pairs stamped `ts_ns`: (slot, payload, topic).
 
         Readings the simulation dropped (radio loss, dropouts) are skipped, as a sensor that
@@ -262,104 +268,119 @@ def default_incidents(config: SimConfig) -> tuple[IncidentRequest, ...]:
     return tuple(IncidentRequest(t, round(warm + gap * i, 1)) for i, t in enumerate(types))
 
 
-def plan(config: SimConfig) -> Plan:
-    """Build the whole run (deterministic from the config): sensors, their series, the schedule."""
-    requests = default_incidents(config) if config.incidents is None else config.incidents
+def _check(config: SimConfig, requests: Sequence[IncidentRequest]) -> None:
     for r in requests:
         if r.kind not in config.kinds:
             raise SimulationError(f"incident {r.type} needs kind {r.kind}, which is not simulated")
         if config.duration_s is not None and r.at_s >= config.duration_s:
             raise SimulationError(f"incident {r.type}@{r.at_s:g} is after the end (--duration)")
+
+
+def _host(
+    hot: _Source,
+    events: dict[str, list[Event]],
+    r: IncidentRequest,
+    at_step: int,
+    steps: int,
+    interval: int,
+    used: set[int],
+) -> tuple[int, int]:
+    """(sensor, offset) whose series holds an `r.type` incident `at_step` readings into the run.
+
+    Among the candidates, the one with the fewest other incidents inside the run's window.
+    """
+    best: tuple[int, int, int] | None = None  # (other incidents in the window, sensor, offset)
+    for i, s in enumerate(hot.data.sensors):
+        mine = events.get(s.sensor_id, [])
+        for e in mine if i not in used else []:
+            off = _event_step(e.start_ns, interval) - at_step
+            if e.type != r.type or off < 0 or off + steps > hot.rows.shape[1]:
+                continue
+            others = sum(1 for o in mine if off <= _event_step(o.start_ns, interval) < off + steps) - 1
+            if best is None or others < best[0]:
+                best = (others, i, off)
+    if best is None:
+        raise SimulationError(
+            f"cannot plant {r.type}@{r.at_s:g}: no simulated {r.kind} sensor has one there; "
+            "use more sensors, another --seed or a later time"
+        )
+    return best[1], best[2]
+
+
+def _kind_slots(
+    config: SimConfig, kind: str, seed: int, n: int, steps: int, wanted: list[IncidentRequest]
+) -> tuple[list[Slot], list[Incident]]:
+    """One kind's sensors: the calm fleet, with the planted incidents' hosts from the hot one.
+
+    Incident times here are in readings of the host (converted to seconds by `plan`).
+    """
+    interval = INTERVAL_S[kind]
+    calm = _source(_on_site(_calm_fleet(kind, seed, n, steps * interval / 86_400), config.site), interval)
+    slots = [
+        Slot(s, 0, calm, i, 0, nested=config.shape == "nested" or (config.shape == "mixed" and i % 2 == 0))
+        for i, s in enumerate(calm.data.sensors)
+    ]
+    incidents: list[Incident] = []
+    if not wanted:
+        return slots, incidents
+    # long enough that an incident can sit anywhere in the run after the warm-up
+    hot_steps = 3 * steps + 10 * WARMUP_READINGS
+    hot_data = _incident_fleet(kind, seed, n, hot_steps * interval / 86_400, {r.type for r in wanted})
+    hot = _source(_on_site(hot_data, config.site), interval)
+    events: dict[str, list[Event]] = {}
+    for e in hot.data.events:
+        events.setdefault(e.sensor_id, []).append(e)
+    used: set[int] = set()
+    for r in sorted(wanted, key=lambda r: r.at_s):
+        at_step = math.ceil(r.at_s * config.rate)
+        i, off = _host(hot, events, r, at_step, steps, interval, used)
+        used.add(i)
+        slots[i] = dataclasses.replace(slots[i], sensor=hot.data.sensors[i], source=hot, offset=off)
+        for e in events[hot.data.sensors[i].sensor_id]:
+            a = _event_step(e.start_ns, interval) - off
+            b = _event_step(e.end_ns - 1, interval) + 1 - off
+            if 0 <= a < steps:
+                incidents.append(Incident(e.sensor_id, kind, e.type, a, b, a == at_step and e.type == r.type))
+    return slots, incidents
+
+
+def plan(config: SimConfig) -> Plan:
+    """Build the whole run (deterministic from the config): sensors, their series, the schedule."""
+    requests = default_incidents(config) if config.incidents is None else config.incidents
+    _check(config, requests)
     rounds = None if config.duration_s is None else math.ceil(config.duration_s * config.rate)
+    steps = max(rounds if rounds is not None else MAX_CYCLE_STEPS, WARMUP_READINGS + 2)
     counts = _split(config.sensors, config.kinds)
     slots: list[Slot] = []
     incidents: list[Incident] = []
-    cycle_len: dict[str, int] = {}
     for ki, kind in enumerate(config.kinds):
-        interval = INTERVAL_S[kind]
-        n = counts[kind]
-        steps = rounds if rounds is not None else MAX_CYCLE_STEPS
-        steps = max(steps, WARMUP_READINGS + 2)
-        seed = config.seed * 10 + ki
-        calm = _source(_on_site(_calm_fleet(kind, seed, n, steps * interval / 86_400), config.site), interval)
-        cycle_len[kind] = steps
-        kind_slots = [
-            Slot(s, 0, calm, i, 0, nested=config.shape == "nested" or (config.shape == "mixed" and i % 2 == 0))
-            for i, s in enumerate(calm.data.sensors)
-        ]
         wanted = [r for r in requests if r.kind == kind]
-        if wanted:
-            # long enough that an incident can sit anywhere in the run after the warm-up
-            b_steps = 3 * steps + 10 * WARMUP_READINGS
-            hot_data = _incident_fleet(kind, seed, n, b_steps * interval / 86_400, {r.type for r in wanted})
-            hot = _source(_on_site(hot_data, config.site), interval)
-            by_sensor: dict[str, list[Event]] = {}
-            for e in hot.data.events:
-                by_sensor.setdefault(e.sensor_id, []).append(e)
-            used: set[int] = set()
-            for r in sorted(wanted, key=lambda r: r.at_s):
-                at_step = math.ceil(r.at_s * config.rate)
-                best: tuple[int, int, int] | None = None  # (other events in window, sensor, offset)
-                for i, s in enumerate(hot.data.sensors):
-                    if i in used:
-                        continue
-                    for e in by_sensor.get(s.sensor_id, []):
-                        if e.type != r.type:
-                            continue
-                        a = _event_step(e.start_ns, interval)
-                        off = a - at_step
-                        if off < 0 or off + steps > hot.rows.shape[1]:
-                            continue
-                        others = sum(
-                            1
-                            for o in by_sensor[s.sensor_id]
-                            if o is not e and off <= _event_step(o.start_ns, interval) < off + steps
-                        )
-                        if best is None or others < best[0]:
-                            best = (others, i, off)
-                if best is None:
-                    raise SimulationError(
-                        f"cannot plant {r.type}@{r.at_s:g}: no simulated {kind} sensor has one there; "
-                        "use more sensors, another --seed or a later time"
-                    )
-                _, i, off = best
-                used.add(i)
-                sl = kind_slots[i]
-                kind_slots[i] = dataclasses.replace(sl, sensor=hot.data.sensors[i], source=hot, offset=off)
-                for e in by_sensor[hot.data.sensors[i].sensor_id]:
-                    a = _event_step(e.start_ns, interval) - off
-                    b = _event_step(e.end_ns - 1, interval) + 1 - off
-                    if 0 <= a < steps:
-                        incidents.append(
-                            Incident(e.sensor_id, kind, e.type, a / config.rate, b / config.rate,
-                                     requested=a == at_step and e.type == r.type)
-                        )
-        slots.extend(kind_slots)
+        k_slots, k_incidents = _kind_slots(config, kind, config.seed * 10 + ki, counts[kind], steps, wanted)
+        slots.extend(k_slots)
+        incidents.extend(k_incidents)
     # interleave the kinds so every part of a round carries all of them
-    order = sorted(range(len(slots)), key=lambda j: (slots[j].local / max(1, counts[slots[j].sensor.kind]), j))
+    order = sorted(range(len(slots)), key=lambda j: (slots[j].local / counts[slots[j].sensor.kind], j))
     slots = [dataclasses.replace(slots[j], rank=r) for r, j in enumerate(order)]
-    cycle = min(cycle_len.values())
-    # wall times of incidents: sensor `rank` publishes reading w at (w·N + rank)/(N·rate)
-    n_all = len(slots)
-    rank_of = {s.sensor.sensor_id: s.rank for s in slots}
+    # sensor `rank` publishes its reading w at (w·N + rank)/(N·rate) s
+    n, rank_of = len(slots), {s.sensor.sensor_id: s.rank for s in slots}
+
+    def wall(reading: float, sensor_id: str) -> float:
+        return (reading * n + rank_of[sensor_id]) / (n * config.rate)
+
     incidents = sorted(
         (
-            dataclasses.replace(
-                inc,
-                start_s=(inc.start_s * config.rate * n_all + rank_of[inc.sensor_id]) / (n_all * config.rate),
-                end_s=(inc.end_s * config.rate * n_all + rank_of[inc.sensor_id]) / (n_all * config.rate),
-            )
-            for inc in incidents
+            dataclasses.replace(i, start_s=wall(i.start_s, i.sensor_id), end_s=wall(i.end_s, i.sensor_id))
+            for i in incidents
         ),
         key=lambda i: i.start_s,
     )
     gateways: dict[str, list[int]] = {}
     if config.gateways:
-        for j, s in enumerate(slots):
-            gid = f"GW-{config.site}-{(s.rank % config.gateways) + 1:02d}"
-            slots[j] = dataclasses.replace(s, gateway=gid)
+        for j, sl in enumerate(slots):
+            gid = f"GW-{config.site}-{(sl.rank % config.gateways) + 1:02d}"
+            slots[j] = dataclasses.replace(sl, gateway=gid)
             gateways.setdefault(gid, []).append(j)
-    return Plan(config, slots, incidents, cycle, rounds, gateways)
+    return Plan(config, slots, incidents, steps, rounds, gateways)
 
 
 def schedule_text(p: Plan) -> str:
@@ -408,16 +429,112 @@ Progress = Callable[[str], None]
 
 
 def ensure_credentials(
-    settings: Settings, users: Sequence[tuple[str, str]], known: Mapping[str, str] | None
+    settings: Settings, users: Sequence[tuple[str, Role]], known: Mapping[str, str] | None
 ) -> dict[str, str]:
     """Passwords for (user, role) pairs: from `known`, else created with `broker_admin` (re-keyed)."""
-    from infrawatch.ingest import broker_admin
-
     known = dict(known or {})
     missing = [(u, r) for u, r in users if u not in known]
     if missing:
-        known |= broker_admin.add_users(settings, missing)  # type: ignore[arg-type]
+        known |= broker_admin.add_users(settings, missing)
     return {u: known[u] for u, _ in users}
+
+
+class _Run:
+    """The publishing loop's state: the next slot, the incident log, gateway buffers, the status line."""
+
+    def __init__(self, p: Plan, fleet: Fleet, say: Progress, status_every_s: float) -> None:
+        self.p, self.fleet, self.say = p, fleet, say
+        self.n = len(p.slots)
+        self.stats = SimStats()
+        self.t0 = time.monotonic()
+        self.start_ns = time.time_ns() // MS * MS
+        self.g = 0  # next global slot: reading g // N of the sensor of rank g % N
+        # incident k starts at global slot (its round · N + rank); open-ended runs repeat every cycle
+        self.starts = sorted(
+            (round(i.start_s * p.config.rate * self.n), k) for k, i in enumerate(p.incidents)
+        )
+        self.next_inc = 0
+        self.cycle_base = 0
+        self.buffers: dict[str, list[bytes]] = {gid: [] for gid in p.gateways}
+        self.last_rank = {gid: max(p.slots[j].rank for j in js) for gid, js in p.gateways.items()}
+        self.status_every_s = status_every_s
+        self.last_status, self.last_acked = self.t0, 0
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.t0
+
+    def step(self) -> None:
+        """Publish every slot that is due."""
+        total = self.p.total_slots()
+        due = int(self.now_s() * self.p.config.rate * self.n) + 1
+        if total is not None:
+            due = min(due, total)
+        items = [(g % self.n, g // self.n) for g in range(self.g, due)]
+        ts = [self.start_ns + self.p.slot_offset_ns(g) for g in range(self.g, due)]
+        self.g = max(self.g, due)
+        if not items:
+            return
+        out = self.p.readings(items, ts)
+        qos = self.p.config.qos
+        if self.p.gateways:
+            for si, payload, _ in out:
+                self.buffers[str(self.p.slots[si].gateway)].append(payload)
+            for si, _w in items:  # a gateway sends a round once its last sensor's slot has passed
+                gid = str(self.p.slots[si].gateway)
+                if self.p.slots[si].rank == self.last_rank[gid]:
+                    self.flush(gid)
+        else:
+            for si, payload, topic in out:
+                self.fleet.publish(self.p.slots[si].sensor.sensor_id, topic, payload, qos)
+            self.stats.messages += len(out)
+        for si, _, _ in out:
+            sid = self.p.slots[si].sensor.sensor_id
+            self.stats.per_sensor[sid] = self.stats.per_sensor.get(sid, 0) + 1
+        self.stats.readings += len(out)
+        self.log_incidents()
+
+    def flush(self, gid: str) -> None:
+        chunk, self.buffers[gid] = self.buffers[gid], []
+        for a in range(0, len(chunk), MAX_BATCH_READINGS):
+            body = b"[" + b",".join(chunk[a : a + MAX_BATCH_READINGS]) + b"]"
+            self.fleet.publish(
+                gid, f"infrawatch/{self.p.config.site}/gateway/{gid}/batch", body, self.p.config.qos
+            )
+            self.stats.messages += 1
+
+    def log_incidents(self) -> None:
+        while self.next_inc < len(self.starts) and self.starts[self.next_inc][0] + self.cycle_base < self.g:
+            inc = self.p.incidents[self.starts[self.next_inc][1]]
+            self.stats.incidents_started.append(inc)
+            at = inc.start_s + self.cycle_base / (self.p.config.rate * self.n)
+            self.say(
+                f"[{self.now_s():8.1f} s] incident starts: {inc.type} on {inc.sensor_id} "
+                f"(scheduled at {at:.1f} s, lasts {inc.end_s - inc.start_s:.0f} s)"
+            )
+            self.next_inc += 1
+            if self.next_inc == len(self.starts) and self.p.rounds is None:
+                self.next_inc, self.cycle_base = 0, self.cycle_base + self.p.cycle * self.n
+
+    def status(self, force: bool = False) -> None:
+        t = time.monotonic()
+        if force or t - self.last_status >= self.status_every_s:
+            c = self.fleet.counters
+            self.say(
+                f"[{t - self.t0:8.1f} s] published {self.stats.readings} readings in "
+                f"{self.stats.messages} messages, acked {c.acked} "
+                f"({(c.acked - self.last_acked) / max(t - self.last_status, 1e-9):.0f}/s), "
+                f"pending {c.pending}, failures {c.failed}, reconnects {c.reconnects}"
+            )
+            self.last_status, self.last_acked = t, c.acked
+
+    def done(self) -> bool:
+        total = self.p.total_slots()
+        return total is not None and self.g >= total
+
+    def sleep_s(self) -> float:
+        """Until the next slot is due (at least 5 ms: high rates go out in small bursts)."""
+        next_s = (self.g + 0.5) / (self.p.config.rate * self.n)
+        return min(0.5, max(0.005, next_s - self.now_s()))
 
 
 async def simulate(
@@ -436,12 +553,10 @@ async def simulate(
     are created in the broker's password file and ACL, after which `reload` (e.g. SIGHUP to the
     broker) runs so the broker knows them.
     """
-    from infrawatch.ingest.publisher import Fleet
-
     say = progress or (lambda _m: None)
     p = plan(config)
     say(schedule_text(p))
-    users = (
+    users: list[tuple[str, Role]] = (
         [(g, "gateway") for g in p.gateways]
         if p.gateways
         else [(s.sensor.sensor_id, "sensor") for s in p.slots]
@@ -449,113 +564,31 @@ async def simulate(
     creds = ensure_credentials(settings, users, credentials)
     if reload is not None and len(creds) > len(credentials or {}):
         reload()
-    stats = SimStats()
     stop = stop or asyncio.Event()
     b = settings.broker
     async with Fleet(b.host, b.port, client_prefix="sim", keepalive_s=b.keepalive_s) as fleet:
         await fleet.add_many(creds)
         say(f"connected {len(fleet.connections)} broker identities to {b.host}:{b.port}")
-        t0 = time.monotonic()
-        start_ns = time.time_ns() // MS * MS
-        # incident i starts at global slot (round · N + rank); open-ended runs repeat every cycle
-        starts = sorted(
-            (round(i.start_s * config.rate * n), k) for k, i in enumerate(p.incidents)
-        )
-        next_inc, cycle_base = 0, 0
-        last_status = t0
-        last_acked = 0
-        n = len(p.slots)
-        gw_buffers: dict[str, list[bytes]] = {gid: [] for gid in p.gateways}
-        g = 0  # next global slot
-        total = p.total_slots()
-        while not stop.is_set() and (total is None or g < total):
-            now_s = time.monotonic() - t0
-            due_g = min(int(now_s * config.rate * n) + 1, total if total is not None else 1 << 62)
-            items: list[tuple[int, int]] = []
-            ts: list[int] = []
-            while g < due_g:
-                items.append((g % n, g // n))
-                ts.append(start_ns + p.slot_offset_ns(g))
-                g += 1
-            if items:
-                out = p.readings(items, ts)
-                if p.gateways:
-                    _publish_gateways(p, fleet, out, items, gw_buffers, config.qos, stats)
-                else:
-                    for si, payload, tp in out:
-                        fleet.publish(p.slots[si].sensor.sensor_id, tp, payload, config.qos)
-                    stats.messages += len(out)
-                for si, _, _ in out:
-                    sid = p.slots[si].sensor.sensor_id
-                    stats.per_sensor[sid] = stats.per_sensor.get(sid, 0) + 1
-                stats.readings += len(out)
-                while starts and starts[next_inc][0] + cycle_base < g:
-                    inc = p.incidents[starts[next_inc][1]]
-                    stats.incidents_started.append(inc)
-                    say(
-                        f"[{now_s:8.1f} s] incident starts: {inc.type} on {inc.sensor_id} "
-                        f"(scheduled {inc.start_s + cycle_base / (config.rate * n):.1f} s, "
-                        f"lasts {inc.end_s - inc.start_s:.0f} s)"
-                    )
-                    next_inc += 1
-                    if next_inc == len(starts):
-                        if p.rounds is not None:
-                            starts = []
-                            break
-                        next_inc, cycle_base = 0, cycle_base + p.cycle * n
-            t = time.monotonic()
-            if t - last_status >= status_every_s:
-                c = fleet.counters
-                say(
-                    f"[{t - t0:8.1f} s] published {stats.readings} readings in {stats.messages} messages, "
-                    f"acked {c.acked} ({(c.acked - last_acked) / (t - last_status):.0f}/s), "
-                    f"pending {c.pending}, failures {c.failed}, reconnects {c.reconnects}"
-                )
-                last_status, last_acked = t, c.acked
-            # sleep until the next slot is due (at least 5 ms: high rates go out in small bursts)
-            next_s = (g + 0.5) / (config.rate * n)
-            delay = max(0.005, next_s - (time.monotonic() - t0))
-            try:
-                await asyncio.wait_for(stop.wait(), timeout=min(delay, 0.5))
-            except TimeoutError:
-                pass
+        run = _Run(p, fleet, say, status_every_s)
+        while not stop.is_set() and not run.done():
+            run.step()
+            run.status()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=run.sleep_s())
+        for gid in run.buffers:  # stopped mid-round: what the gateways hold still goes out
+            if run.buffers[gid]:
+                run.flush(gid)
         await fleet.drain(30.0)
-        c = fleet.counters
+        run.status(force=True)
+        stats, c = run.stats, fleet.counters
         stats.acked, stats.failed, stats.reconnects = c.acked, c.failed, c.reconnects
         stats.failures = dict(c.failures)
-        stats.elapsed_s = time.monotonic() - t0
+        stats.elapsed_s = run.now_s()
     say(
         f"done: {stats.readings} readings in {stats.messages} messages over {stats.elapsed_s:.1f} s, "
         f"acked {stats.acked}, failures {stats.failed}"
     )
     return stats
-
-
-def _publish_gateways(
-    p: Plan,
-    fleet: Any,
-    out: list[tuple[int, bytes, str]],
-    items: list[tuple[int, int]],
-    buffers: dict[str, list[bytes]],
-    qos: int,
-    stats: SimStats,
-) -> None:
-    """A gateway sends its sensors' readings of a round once its last sensor's slot has passed."""
-    last_rank = {g: max(p.slots[j].rank for j in js) for g, js in p.gateways.items()}
-    for si, payload, _ in out:
-        gid = p.slots[si].gateway
-        assert gid is not None
-        buffers[gid].append(payload)
-    for si, _w in items:
-        gid = p.slots[si].gateway
-        assert gid is not None
-        if p.slots[si].rank == last_rank[gid] and buffers[gid]:
-            chunk = buffers[gid]
-            buffers[gid] = []
-            for a in range(0, len(chunk), MAX_BATCH_READINGS):
-                body = b"[" + b",".join(chunk[a : a + MAX_BATCH_READINGS]) + b"]"
-                fleet.publish(gid, f"infrawatch/{p.config.site}/gateway/{gid}/batch", body, qos)
-                stats.messages += 1
 
 
 def run_simulation(
