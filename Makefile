@@ -15,8 +15,8 @@ setup: ## install Debian packages, the venv, Python deps and the release build
 	@bash scripts/setup.sh
 
 .PHONY: run
-run: setup ## the main job (for now: the benchmark suite)
-	$(PY) -m pytest benches --benchmark-only --benchmark-columns=min,median,mean,ops,rounds --benchmark-group-by=group
+run: setup ## the main job: the local stack (InfluxDB, Mosquitto, workers, simulated facility); Ctrl-C stops it
+	$(PY) -m infrawatch.cli stack $(ARGS)
 
 .PHONY: lint
 lint: setup ## cargo fmt/clippy, ruff, mypy and the stub check

@@ -9,9 +9,9 @@ readings/s, 12× for water flow), which is what lets a leak that grows over hour
 minutes; hour-of-day in the stored timestamps is the wall clock's, not the simulation's.
 
 Incidents are planted, not hoped for: for each requested incident the plan simulates a second
-fleet with incidents (same sensors: same ids, zones, coordinates — the simulator draws them first)
-and gives one sensor that fleet's series, started at the step that puts the requested incident
-at the requested second. The schedule (every incident on every such sensor in the run, with its
+fleet of as many sensors with plenty of incidents, and gives one sensor (keeping its id, zone and
+place) the series of its namesake there, started at the step that puts an incident of the
+requested type at the requested second. The schedule (every incident on every such sensor in the run, with its
 wall-clock start and end) is known before the first message is sent.
 
 Sensors are paced evenly: sensor k of N publishes reading w at `start + (w·N + k) / (N·rate)` s, so
@@ -57,6 +57,7 @@ INCIDENT_KIND = {
 WARMUP_READINGS = 90
 # an open-ended run repeats a cycle of at most this many steps per sensor (memory stays bounded)
 MAX_CYCLE_STEPS = 2880
+_HOT_ATTEMPTS = 8  # fleets with incidents drawn before giving up on planting one
 MAX_BATCH_READINGS = 100  # per gateway message: well inside the 64 KiB payload limit
 
 
@@ -262,6 +263,8 @@ def default_incidents(config: SimConfig) -> tuple[IncidentRequest, ...]:
     """One incident of each type of the simulated kinds, spaced evenly after a warm-up."""
     types = [t for t, k in INCIDENT_KIND.items() if k in config.kinds]
     warm = WARMUP_READINGS / config.rate
+    if config.duration_s is not None:
+        warm = min(warm, 0.3 * config.duration_s)  # a short run: less history before the first
     span = config.duration_s if config.duration_s is not None else warm + 600.0 * len(types)
     usable = max(span - warm, 1.0)
     gap = usable / (len(types) + 1)
@@ -284,7 +287,7 @@ def _host(
     steps: int,
     interval: int,
     used: set[int],
-) -> tuple[int, int]:
+) -> tuple[int, int] | None:
     """(sensor, offset) whose series holds an `r.type` incident `at_step` readings into the run.
 
     Among the candidates, the one with the fewest other incidents inside the run's window.
@@ -299,12 +302,7 @@ def _host(
             others = sum(1 for o in mine if off <= _event_step(o.start_ns, interval) < off + steps) - 1
             if best is None or others < best[0]:
                 best = (others, i, off)
-    if best is None:
-        raise SimulationError(
-            f"cannot plant {r.type}@{r.at_s:g}: no simulated {r.kind} sensor has one there; "
-            "use more sensors, another --seed or a later time"
-        )
-    return best[1], best[2]
+    return None if best is None else (best[1], best[2])
 
 
 def _kind_slots(
@@ -325,17 +323,35 @@ def _kind_slots(
         return slots, incidents
     # long enough that an incident can sit anywhere in the run after the warm-up
     hot_steps = 3 * steps + 10 * WARMUP_READINGS
-    hot_data = _incident_fleet(kind, seed, n, hot_steps * interval / 86_400, {r.type for r in wanted})
-    hot = _source(_on_site(hot_data, config.site), interval)
-    events: dict[str, list[Event]] = {}
-    for e in hot.data.events:
-        events.setdefault(e.sensor_id, []).append(e)
+    types = {r.type for r in wanted}
+    hots: list[tuple[_Source, dict[str, list[Event]]]] = []
     used: set[int] = set()
     for r in sorted(wanted, key=lambda r: r.at_s):
         at_step = math.ceil(r.at_s * config.rate)
-        i, off = _host(hot, events, r, at_step, steps, interval, used)
+        found = None
+        for attempt in range(_HOT_ATTEMPTS):  # a small fleet may need a few draws to hold one
+            if attempt == len(hots):
+                hot_data = _incident_fleet(
+                    kind, seed * 1000 + attempt + 1, n, hot_steps * interval / 86_400, types
+                )
+                events: dict[str, list[Event]] = {}
+                for e in hot_data.events:
+                    events.setdefault(e.sensor_id, []).append(e)
+                # the host keeps its identity (id, zone, place): only its readings come from here
+                hot_data.sensors = calm.data.sensors
+                hots.append((_source(hot_data, interval), events))
+            hot, events = hots[attempt]
+            found = _host(hot, events, r, at_step, steps, interval, used)
+            if found is not None:
+                break
+        if found is None:
+            raise SimulationError(
+                f"cannot plant {r.type}@{r.at_s:g}: no simulated {r.kind} sensor is free to hold it; "
+                "use more sensors or fewer incidents of that kind"
+            )
+        i, off = found
         used.add(i)
-        slots[i] = dataclasses.replace(slots[i], sensor=hot.data.sensors[i], source=hot, offset=off)
+        slots[i] = dataclasses.replace(slots[i], source=hot, offset=off)
         for e in events[hot.data.sensors[i].sensor_id]:
             a = _event_step(e.start_ns, interval) - off
             b = _event_step(e.end_ns - 1, interval) + 1 - off

@@ -11,9 +11,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from infrawatch.errors import UserError
 
-class CliError(Exception):
-    """A problem the user can fix; the message says how."""
+
+class CliError(UserError):
+    """A problem with the command line itself; the message says how to fix it."""
 
 
 def _positive_int(text: str) -> int:
@@ -388,6 +390,10 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--credentials", type=Path, help="JSON {username: password} of existing broker users")
     rp.add_argument("--pid-file", type=Path, help="SIGHUP the broker with this pid file after adding users")
     rp.set_defaults(func=_replay)
+
+    from infrawatch.ingest import commands as ingest_commands
+
+    ingest_commands.add_parsers(sub)
     return parser
 
 
@@ -401,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args))
-    except (CliError, RegistryError) as e:
+    except (UserError, RegistryError) as e:
         print(f"infrawatch: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

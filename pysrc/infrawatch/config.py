@@ -14,8 +14,10 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from infrawatch.errors import UserError
 
-class ConfigError(Exception):
+
+class ConfigError(UserError):
     """A setting is missing or unusable; the message says which variable to set."""
 
 

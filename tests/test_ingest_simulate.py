@@ -1,0 +1,294 @@
+"""`infrawatch simulate`: the plan (sensors, pacing, planted incidents, payloads) and the live run
+against a real Mosquitto (the `stack` fixture), checked by a plain subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from typing import Any
+
+import numpy as np
+import pytest
+from tests.utils.mqtt import Collector
+
+from infrawatch import core
+from infrawatch.ingest import broker_admin
+from infrawatch.ingest.publisher import Fleet
+from infrawatch.ingest.simulate import (
+    INCIDENT_KIND,
+    IncidentRequest,
+    Plan,
+    SimConfig,
+    SimulationError,
+    parse_incidents,
+    plan,
+    run_simulation,
+    schedule_text,
+    simulate,
+)
+
+START_NS = 1_800_000_000_000_000_000
+
+
+def all_readings(p: Plan) -> list[tuple[int, bytes, str]]:
+    """Every reading of a finite plan, in publishing order, stamped as the live run stamps them."""
+    total = p.total_slots()
+    assert total is not None
+    n = len(p.slots)
+    items = [(g % n, g // n) for g in range(total)]
+    return p.readings(items, [START_NS + p.slot_offset_ns(g) for g in range(total)])
+
+
+# ------------------------------------------------------------------------------ incidents spec
+def test_parse_incidents() -> None:
+    assert parse_incidents("leak@60, burst@120.5,contamination@3s") == (
+        IncidentRequest("leak", 60.0),
+        IncidentRequest("burst", 120.5),
+        IncidentRequest("contamination", 3.0),
+    )
+    assert parse_incidents("none") == ()
+    for bad in ("leak", "flood@10", "leak@-1", "leak@ten"):
+        with pytest.raises(SimulationError, match="TYPE@SECONDS"):
+            parse_incidents(bad)
+
+
+def test_config_errors_are_clear() -> None:
+    with pytest.raises(SimulationError, match="unknown kinds"):
+        SimConfig(sensors=3, kinds=("water_flow", "steam"))
+    with pytest.raises(SimulationError, match="rate"):
+        SimConfig(rate=0)
+    with pytest.raises(SimulationError, match="not simulated"):
+        plan(SimConfig(sensors=4, kinds=("energy",), incidents=(IncidentRequest("leak", 10),)))
+    with pytest.raises(SimulationError, match="after the end"):
+        plan(SimConfig(sensors=4, duration_s=5, incidents=(IncidentRequest("leak", 10),)))
+
+
+# ------------------------------------------------------------------------------ the plan
+def test_plan_is_deterministic_from_the_seed() -> None:
+    cfg = SimConfig(sensors=12, rate=2, duration_s=30, seed=3)
+    a, b = plan(cfg), plan(cfg)
+    assert schedule_text(a) == schedule_text(b)
+    assert [r[1] for r in all_readings(a)] == [r[1] for r in all_readings(b)]
+    other = plan(SimConfig(sensors=12, rate=2, duration_s=30, seed=4))
+    assert [r[1] for r in all_readings(other)] != [r[1] for r in all_readings(a)]
+
+
+def test_every_payload_decodes_to_the_simulated_reading() -> None:
+    p = plan(SimConfig(sensors=9, rate=2, duration_s=40, site="plant-7", shape="mixed"))
+    out = all_readings(p)
+    payloads, topics = [o[1] for o in out], [o[2] for o in out]
+    batch = core.decode(payloads, topics)
+    assert batch.errors == []
+    assert len(batch) == len(out)
+    # the readings are the simulated ones, each stamped with its slot on the wall clock
+    n = len(p.slots)
+    slot_ts = {}
+    for g in range(p.total_slots() or 0):
+        slot_ts[(g % n, g // n)] = START_NS + p.slot_offset_ns(g)
+    assert set(batch.site) == {"plant-7"}
+    for j, (si, _, topic) in enumerate(out):
+        s = p.slots[si]
+        assert batch.sensor_id[j] == s.sensor.sensor_id
+        assert batch.kind[j] == s.sensor.kind
+        assert topic == f"infrawatch/plant-7/{s.sensor.kind}/{s.sensor.sensor_id}/telemetry"
+    # stamps are the slot times: whole milliseconds, strictly increasing per sensor, 1/rate apart
+    for sid in set(batch.sensor_id):
+        ts = batch.timestamp_ns[np.array(batch.sensor_id) == sid]
+        assert np.all(np.diff(ts) > 0)
+        assert np.all(np.diff(ts) % 500_000_000 == 0)  # 1/rate = 0.5 s, dropouts skip whole steps
+    # field values are the simulation's, exactly (payloads write floats with repr); in each
+    # sensor's publishing order its present steps follow one another
+    ids = np.array(batch.sensor_id)
+    for s in p.slots:
+        rows = s.source.rows[s.local, s.offset : s.offset + (p.rounds or 0)]
+        rows = rows[rows >= 0]
+        mine = ids == s.sensor.sensor_id
+        assert mine.sum() == len(rows)
+        for name, values in s.source.data.fields.items():
+            want = values[rows]
+            have = batch.fields[name][mine]
+            np.testing.assert_array_equal(have[~np.isnan(want)], want[~np.isnan(want)])
+
+
+def test_both_payload_shapes_and_pacing() -> None:
+    p = plan(SimConfig(sensors=6, rate=4, duration_s=10, shape="mixed", incidents=()))
+    shapes = {s.sensor.sensor_id: s.nested for s in p.slots}
+    assert set(shapes.values()) == {True, False}
+    for si, payload, _ in all_readings(p):
+        body = json.loads(payload)
+        assert ("measurements" in body) == p.slots[si].nested
+    # slots spread evenly over a round: N sensors at `rate` → one slot every 1/(N·rate) s
+    offsets = [p.slot_offset_ns(g) for g in range(60)]
+    assert np.all(np.diff(offsets) > 0)
+    assert offsets[24] - offsets[0] == 1_000_000_000  # 24 slots = one second at 6 sensors × 4/s
+    # the kinds interleave within a round
+    assert {p.slots[j].sensor.kind for j in sorted(range(6), key=lambda j: p.slots[j].rank)[:3]} == {
+        "water_flow",
+        "water_quality",
+        "energy",
+    }
+
+
+def test_planted_incidents_happen_where_the_schedule_says() -> None:
+    wanted = parse_incidents("leak@20,burst@30,contamination@25,high_consumption@35,low_consumption@40")
+    cfg = SimConfig(sensors=30, rate=3, duration_s=60, incidents=wanted)
+    p = plan(cfg)
+    requested = [i for i in p.incidents if i.requested]
+    assert sorted((i.type, i.kind) for i in requested) == sorted((r.type, r.kind) for r in wanted)
+    n = len(p.slots)
+    for r in wanted:
+        inc = next(i for i in requested if i.type == r.type)
+        # starts in the first slot of its sensor at or after the requested second
+        assert r.at_s <= inc.start_s < r.at_s + 1 / cfg.rate
+        slot = next(s for s in p.slots if s.sensor.sensor_id == inc.sensor_id)
+        w = round(inc.start_s * cfg.rate * n - slot.rank) // n
+        label_names = slot.source.data.label_names
+        row_before = slot.source.rows[slot.local, slot.offset + w - 1]
+        row_at = slot.source.rows[slot.local, slot.offset + w]
+        # the simulator's own label says the incident begins exactly at that reading
+        assert label_names[slot.source.data.label[row_at]] == r.type
+        assert row_before < 0 or slot.source.data.label[row_before] == 0
+    # every other sensor publishes an incident-free series
+    hosts = {i.sensor_id for i in p.incidents}
+    for s in p.slots:
+        if s.sensor.sensor_id not in hosts:
+            rows = s.source.rows[s.local, s.offset : s.offset + (p.rounds or 0)]
+            assert not s.source.data.label[rows[rows >= 0]].any()
+
+
+def test_default_schedule_has_one_incident_of_each_type() -> None:
+    p = plan(SimConfig(sensors=30, rate=2, duration_s=400))
+    assert sorted(i.type for i in p.incidents if i.requested) == sorted(INCIDENT_KIND)
+    assert min(i.start_s for i in p.incidents) >= 45  # after the warm-up the models need
+    text = schedule_text(p)
+    for t in INCIDENT_KIND:
+        assert t in text
+
+
+def test_gateways_batch_every_sensor_once() -> None:
+    p = plan(SimConfig(sensors=12, rate=1, duration_s=5, gateways=3, incidents=()))
+    assert len(p.gateways) == 3
+    members = sorted(j for js in p.gateways.values() for j in js)
+    assert members == list(range(12))
+
+
+# ------------------------------------------------------------------------------ over a real broker
+def _worker_creds(stack: Any) -> tuple[str, str]:
+    return stack.settings.broker.worker_user, stack.settings.broker.password()
+
+
+def test_each_sensor_publishes_as_itself(stack: Any) -> None:
+    cfg = SimConfig(sensors=24, rate=5, duration_s=2, incidents=parse_incidents("burst@1"))
+
+    async def main() -> tuple[Any, Collector]:
+        async with Collector(stack.settings, "infrawatch/#") as col:
+            stats = await simulate(stack.settings, cfg, reload=stack.broker.reload)
+            await col.wait_for(stats.readings)
+            return stats, col
+
+    stats, col = asyncio.run(main())
+    expected = all_readings(plan(cfg))
+    assert stats.failed == 0
+    assert stats.acked == stats.readings == len(expected)
+    assert len(col.messages) == len(expected)
+    assert {m.qos for m in col.messages} == {1}
+    # one topic per sensor, with the expected number of readings each
+    per_topic: dict[str, int] = {}
+    for m in col.messages:
+        per_topic[m.topic] = per_topic.get(m.topic, 0) + 1
+    want: dict[str, int] = {}
+    for _, _, topic in expected:
+        want[topic] = want.get(topic, 0) + 1
+    assert per_topic == want
+    batch = core.decode([m.payload for m in col.messages], [m.topic for m in col.messages])
+    assert batch.errors == []
+    assert len(batch) == len(expected)
+    assert [i.type for i in stats.incidents_started] == ["burst"]
+
+
+def test_gateway_batches_over_the_broker(stack: Any) -> None:
+    cfg = SimConfig(sensors=30, rate=4, duration_s=1.5, gateways=2, incidents=())
+
+    async def main() -> tuple[Any, Collector]:
+        async with Collector(stack.settings, "infrawatch/#") as col:
+            stats = await simulate(stack.settings, cfg, reload=stack.broker.reload)
+            await col.wait_for(stats.messages)
+            return stats, col
+
+    stats, col = asyncio.run(main())
+    assert stats.failed == 0
+    assert {m.topic for m in col.messages} == {
+        "infrawatch/site-01/gateway/GW-site-01-01/batch",
+        "infrawatch/site-01/gateway/GW-site-01-02/batch",
+    }
+    readings = [r for m in col.messages for r in json.loads(m.payload)]
+    assert len(readings) == stats.readings == len(all_readings(plan(cfg)))
+    batch = core.decode([m.payload for m in col.messages], [m.topic for m in col.messages])
+    assert batch.errors == []
+    assert len(batch) == stats.readings
+    assert sorted(set(batch.sensor_id)) == sorted(s.sensor.sensor_id for s in plan(cfg).slots)
+
+
+def test_acl_rejects_publishing_under_another_id(stack: Any) -> None:
+    settings = stack.settings
+    pw = broker_admin.add_users(settings, [("S-A", "sensor"), ("S-B", "sensor"), ("GW-A", "gateway")])
+    stack.broker.reload()
+
+    async def main() -> tuple[list[BaseException | None], Collector]:
+        async with (
+            Collector(settings, "infrawatch/#") as col,
+            Fleet(settings.broker.host, settings.broker.port) as fleet,
+        ):
+            await fleet.add("S-A", pw["S-A"])
+            await fleet.add("GW-A", pw["GW-A"])
+            futs = [
+                fleet.publish("S-A", "infrawatch/x/water_flow/S-B/telemetry", b'{"flow":1}'),
+                fleet.publish("GW-A", "infrawatch/x/gateway/GW-B/batch", b"[]"),
+                fleet.publish("S-A", "infrawatch/x/gateway/GW-A/batch", b"[]"),
+                fleet.publish("S-A", "infrawatch/x/water_flow/S-A/telemetry", b'{"flow":1}'),
+            ]
+            await fleet.drain(10)
+            await col.wait_for(1)
+            await asyncio.sleep(0.3)  # nothing else may arrive (the allowed one came after the others)
+            return [f.exception() for f in futs], col
+
+    results, col = asyncio.run(main())
+    assert [str(e) if e else None for e in results[:3]] == [
+        "S-A: broker refused the message: Not authorized",
+        "GW-A: broker refused the message: Not authorized",
+        "S-A: broker refused the message: Not authorized",
+    ]
+    assert results[3] is None
+    assert [m.topic for m in col.messages] == ["infrawatch/x/water_flow/S-A/telemetry"]
+
+
+def test_run_simulation_stops_on_the_event(stack: Any) -> None:
+    """Open-ended run in a thread: setting `stop` ends it, with everything sent acknowledged."""
+    stop = threading.Event()
+    lines: list[str] = []
+    done: dict[str, Any] = {}
+
+    def progress(line: str) -> None:
+        lines.append(line)
+        if "published" in line and not stop.is_set():
+            stop.set()  # the first status line: enough has gone out
+
+    def run() -> None:
+        done["stats"] = run_simulation(
+            stack.settings,
+            SimConfig(sensors=9, rate=10, incidents=()),
+            stop=stop,
+            reload=stack.broker.reload,
+            progress=progress,
+        )
+
+    t = threading.Thread(target=run)
+    t.start()
+    t.join(60)
+    assert not t.is_alive()
+    stats = done["stats"]
+    assert stats.readings > 0
+    assert stats.acked == stats.readings
+    assert stats.failed == 0
+    assert any(line.startswith("done:") for line in lines)
