@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from dataclasses import dataclass
 
 import aiomqtt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from infrawatch.config import Settings
 
@@ -61,3 +64,42 @@ class Collector:
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
                 await self._task
         await self._client.__aexit__(None, None, None)
+
+
+class PersistentCollector:
+    """A paho subscriber on its own thread with a persistent session: it reconnects by itself and
+    the broker keeps its QoS 1 messages meanwhile, so it sees everything across a broker restart."""
+
+    def __init__(self, settings: Settings, topic: str, client_id: str = "test-collector") -> None:
+        b = settings.broker
+        self.topic = topic
+        self.messages: list[Received] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+        c.username_pw_set(b.worker_user, b.password())
+        c.reconnect_delay_set(0.1, 1.0)
+        c.on_connect = lambda cl, _u, _f, _rc, _p: cl.subscribe(self.topic, qos=1)
+        c.on_subscribe = lambda *_a: self._subscribed.set()
+        c.on_message = self._on_message
+        self._client = c
+        self._host, self._port = b.host, b.port
+
+    def _on_message(self, _c: object, _u: object, m: object) -> None:
+        with self._lock:
+            self.messages.append(Received(m.topic, bytes(m.payload), m.qos))  # type: ignore[attr-defined]
+
+    def __enter__(self) -> PersistentCollector:
+        self._client.connect(self._host, self._port, keepalive=10)
+        self._client.loop_start()
+        if not self._subscribed.wait(10):
+            raise AssertionError("the collector could not subscribe")
+        return self
+
+    def snapshot(self) -> list[Received]:
+        with self._lock:
+            return list(self.messages)
+
+    def __exit__(self, *exc: object) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
