@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,6 +34,7 @@ from infrawatch.ingest.simulate import (
 )
 
 START_NS = 1_800_000_000_000_000_000
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def all_readings(p: Plan) -> list[tuple[int, bytes, str]]:
@@ -348,3 +354,41 @@ async def _until(cond: Any, timeout_s: float = 20.0) -> None:
         if loop.time() > deadline:
             raise AssertionError("condition not reached")
         await asyncio.sleep(0.05)
+
+
+def test_simulate_command_ends_cleanly_on_sigterm(stack: Any, tmp_path: Path) -> None:
+    """`infrawatch simulate` as the local stack runs it: a child process, settings from the
+    environment, the broker told through `--pid-file`; SIGTERM drains and exits 0."""
+    b = stack.settings.broker
+    assert stack.broker.proc is not None
+    pid_file = tmp_path / "broker.pid"
+    pid_file.write_text(f"{stack.broker.proc.pid}\n")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "pysrc"), str(ROOT)]),
+        "INFRAWATCH_BROKER__HOST": b.host,
+        "INFRAWATCH_BROKER__PORT": str(b.port),
+        "INFRAWATCH_BROKER__PASSWORD_FILE": str(b.password_file),
+        "INFRAWATCH_BROKER__ACL_FILE": str(b.acl_file),
+    }
+    cmd = [sys.executable, "-m", "infrawatch.cli", "simulate", "--sensors", "6", "--rate", "5"]
+    proc = subprocess.Popen(
+        [*cmd, "--incidents", "none", "--pid-file", str(pid_file)],
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    lines = []
+    for line in proc.stderr:  # the first status line: it is publishing
+        lines.append(line)
+        if "published" in line:
+            break
+    proc.send_signal(signal.SIGTERM)
+    _, rest = proc.communicate(timeout=30)
+    lines += rest.splitlines()
+    assert proc.returncode == 0, "".join(lines)
+    done = [line for line in lines if line.startswith("done:")]
+    assert len(done) == 1
+    assert "failures 0" in done[0]
+    assert "connected 6 broker identities" in "".join(lines)
