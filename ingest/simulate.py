@@ -11,8 +11,8 @@ minutes; hour-of-day in the stored timestamps is the wall clock's, not the simul
 Incidents are planted, not hoped for: for each requested incident the plan simulates a second
 fleet of as many sensors with plenty of incidents, and gives one sensor (keeping its id, zone and
 place) the series of its namesake there, started at the step that puts an incident of the
-requested type at the requested second. The schedule (every incident on every such sensor in the run, with its
-wall-clock start and end) is known before the first message is sent.
+requested type at the requested second. The schedule (every incident on every such sensor in the
+run, with its wall-clock start and end) is known before the first message is sent.
 
 Sensors are paced evenly: sensor k of N publishes reading w at `start + (w·N + k) / (N·rate)` s, so
 the broker sees a smooth N·rate messages/s rather than bursts. Gateways batch their sensors'

@@ -19,7 +19,7 @@ from tests.utils.mqtt import Collector, PersistentCollector
 
 from infrawatch import core
 from infrawatch.ingest import broker_admin
-from infrawatch.ingest.publisher import Fleet
+from infrawatch.ingest.publisher import ConnectError, Fleet
 from infrawatch.ingest.simulate import (
     INCIDENT_KIND,
     IncidentRequest,
@@ -392,3 +392,16 @@ def test_simulate_command_ends_cleanly_on_sigterm(stack: Any, tmp_path: Path) ->
     assert len(done) == 1
     assert "failures 0" in done[0]
     assert "connected 6 broker identities" in "".join(lines)
+
+
+def test_wrong_credentials_are_a_clear_error(stack: Any) -> None:
+    settings = stack.settings
+    broker_admin.add_users(settings, [("S-C", "sensor")])
+    stack.broker.reload()
+
+    async def main() -> None:
+        async with Fleet(settings.broker.host, settings.broker.port) as fleet:
+            await fleet.add("S-C", "not-its-password", retries=1)
+
+    with pytest.raises(ConnectError, match="S-C: broker refused: Not authorized"):
+        asyncio.run(main())
