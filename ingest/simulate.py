@@ -265,7 +265,7 @@ def default_incidents(config: SimConfig) -> tuple[IncidentRequest, ...]:
     warm = WARMUP_READINGS / config.rate
     if config.duration_s is not None:
         warm = min(warm, 0.3 * config.duration_s)  # a short run: less history before the first
-    span = config.duration_s if config.duration_s is not None else warm + 600.0 * len(types)
+    span = config.duration_s if config.duration_s is not None else warm + 300.0 * (len(types) + 1)
     usable = max(span - warm, 1.0)
     gap = usable / (len(types) + 1)
     return tuple(IncidentRequest(t, round(warm + gap * i, 1)) for i, t in enumerate(types))
