@@ -219,24 +219,41 @@ def _on_site(data: SimData, site: str) -> SimData:
     return data
 
 
-def _source(data: SimData, interval_s: int) -> _Source:
-    # sensors' clock jitter is under a quarter interval, so the floor is the grid step
-    step = (data.timestamp_ns - DEFAULT_START_NS) // (interval_s * NS)
+@dataclass(frozen=True)
+class _Clock:
+    """A kind's simulated time grid: one step every `interval_s` from `start_ns`."""
+
+    interval_s: int
+    start_ns: int
+
+    def step(self, t_ns: np.ndarray | int) -> Any:
+        # sensors' clock jitter is under a quarter interval, so the floor is the grid step
+        return (t_ns - self.start_ns) // (self.interval_s * NS)
+
+
+def _source(data: SimData, clock: _Clock) -> _Source:
+    step = clock.step(data.timestamp_ns)
     n_steps = int(step.max()) + 1
     rows = np.full((len(data.sensors), n_steps), -1, dtype=np.int64)
     rows[data.sensor_index, step] = np.arange(len(data), dtype=np.int64)
     return _Source(data, rows)
 
 
-def _event_step(e_ns: int, interval_s: int) -> int:
-    return (e_ns - DEFAULT_START_NS) // (interval_s * NS)
+def _fleet_args(clock: _Clock, n: int, steps: int) -> dict[str, Any]:
+    days = steps * clock.interval_s / 86_400
+    return {
+        "n_sensors": n,
+        "days": days,
+        "interval_s": clock.interval_s,
+        "start_ns": clock.start_ns,
+        "sites": 1,
+    }
 
 
-def _incident_fleet(kind: str, seed: int, n: int, days: float, types: set[str]) -> SimData:
+def _incident_fleet(kind: str, seed: int, n: int, clock: _Clock, steps: int, types: set[str]) -> SimData:
     """The same sensors with plenty of incidents of the wanted types (about two per sensor)."""
-    weeks = days / 7.0
-    per_week = 2.0 / weeks
-    kwargs: dict[str, Any] = {"n_sensors": n, "days": days, "sites": 1}
+    kwargs = _fleet_args(clock, n, steps)
+    per_week = 2.0 / (kwargs["days"] / 7.0)
     if kind == "water_flow":
         kwargs["leaks_per_sensor_week"] = per_week if "leak" in types else 0.0
         kwargs["bursts_per_sensor_week"] = per_week if "burst" in types else 0.0
@@ -247,9 +264,9 @@ def _incident_fleet(kind: str, seed: int, n: int, days: float, types: set[str]) 
     return sim.simulate(kind, seed=seed, **kwargs)
 
 
-def _calm_fleet(kind: str, seed: int, n: int, days: float) -> SimData:
+def _calm_fleet(kind: str, seed: int, n: int, clock: _Clock, steps: int) -> SimData:
     """The facility's everyday series: no incidents (sensor faults stay: they must not page)."""
-    kwargs: dict[str, Any] = {"n_sensors": n, "days": days, "sites": 1}
+    kwargs = _fleet_args(clock, n, steps)
     if kind == "water_flow":
         kwargs |= {"leaks_per_sensor_week": 0.0, "bursts_per_sensor_week": 0.0}
     elif kind == "water_quality":
@@ -285,7 +302,7 @@ def _host(
     r: IncidentRequest,
     at_step: int,
     steps: int,
-    interval: int,
+    clock: _Clock,
     used: set[int],
 ) -> tuple[int, int] | None:
     """(sensor, offset) whose series holds an `r.type` incident `at_step` readings into the run.
@@ -296,24 +313,29 @@ def _host(
     for i, s in enumerate(hot.data.sensors):
         mine = events.get(s.sensor_id, [])
         for e in mine if i not in used else []:
-            off = _event_step(e.start_ns, interval) - at_step
+            off = int(clock.step(e.start_ns)) - at_step
             if e.type != r.type or off < 0 or off + steps > hot.rows.shape[1]:
                 continue
-            others = sum(1 for o in mine if off <= _event_step(o.start_ns, interval) < off + steps) - 1
+            others = sum(1 for o in mine if off <= clock.step(o.start_ns) < off + steps) - 1
             if best is None or others < best[0]:
                 best = (others, i, off)
     return None if best is None else (best[1], best[2])
 
 
 def _kind_slots(
-    config: SimConfig, kind: str, seed: int, n: int, steps: int, wanted: list[IncidentRequest]
+    config: SimConfig,
+    kind: str,
+    seed: int,
+    n: int,
+    steps: int,
+    wanted: list[IncidentRequest],
+    clock: _Clock,
 ) -> tuple[list[Slot], list[Incident]]:
     """One kind's sensors: the calm fleet, with the planted incidents' hosts from the hot one.
 
     Incident times here are in readings of the host (converted to seconds by `plan`).
     """
-    interval = INTERVAL_S[kind]
-    calm = _source(_on_site(_calm_fleet(kind, seed, n, steps * interval / 86_400), config.site), interval)
+    calm = _source(_on_site(_calm_fleet(kind, seed, n, clock, steps), config.site), clock)
     slots = [
         Slot(s, 0, calm, i, 0, nested=config.shape == "nested" or (config.shape == "mixed" and i % 2 == 0))
         for i, s in enumerate(calm.data.sensors)
@@ -331,17 +353,15 @@ def _kind_slots(
         found = None
         for attempt in range(_HOT_ATTEMPTS):  # a small fleet may need a few draws to hold one
             if attempt == len(hots):
-                hot_data = _incident_fleet(
-                    kind, seed * 1000 + attempt + 1, n, hot_steps * interval / 86_400, types
-                )
+                hot_data = _incident_fleet(kind, seed * 1000 + attempt + 1, n, clock, hot_steps, types)
                 events: dict[str, list[Event]] = {}
                 for e in hot_data.events:
                     events.setdefault(e.sensor_id, []).append(e)
                 # the host keeps its identity (id, zone, place): only its readings come from here
                 hot_data.sensors = calm.data.sensors
-                hots.append((_source(hot_data, interval), events))
+                hots.append((_source(hot_data, clock), events))
             hot, events = hots[attempt]
-            found = _host(hot, events, r, at_step, steps, interval, used)
+            found = _host(hot, events, r, at_step, steps, clock, used)
             if found is not None:
                 break
         if found is None:
@@ -353,8 +373,8 @@ def _kind_slots(
         used.add(i)
         slots[i] = dataclasses.replace(slots[i], source=hot, offset=off)
         for e in events[hot.data.sensors[i].sensor_id]:
-            a = _event_step(e.start_ns, interval) - off
-            b = _event_step(e.end_ns - 1, interval) + 1 - off
+            a = int(clock.step(e.start_ns)) - off
+            b = int(clock.step(e.end_ns - 1)) + 1 - off
             if 0 <= a < steps:
                 incidents.append(Incident(e.sensor_id, kind, e.type, a, b, a == at_step and e.type == r.type))
     return slots, incidents
@@ -371,7 +391,9 @@ def plan(config: SimConfig) -> Plan:
     incidents: list[Incident] = []
     for ki, kind in enumerate(config.kinds):
         wanted = [r for r in requests if r.kind == kind]
-        k_slots, k_incidents = _kind_slots(config, kind, config.seed * 10 + ki, counts[kind], steps, wanted)
+        clock = _Clock(INTERVAL_S[kind], DEFAULT_START_NS)
+        seed = config.seed * 10 + ki
+        k_slots, k_incidents = _kind_slots(config, kind, seed, counts[kind], steps, wanted, clock)
         slots.extend(k_slots)
         incidents.extend(k_incidents)
     # interleave the kinds so every part of a round carries all of them
