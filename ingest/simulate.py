@@ -120,6 +120,8 @@ class SimConfig:
     incidents: tuple[IncidentRequest, ...] | None = None  # None: one of each type of the kinds
     shape: str = "mixed"  # nested, flat or mixed (even sensors nested, odd flat)
     qos: int = 1
+    # wall: stamped with the time of publishing; sim: with the simulated clock from the start
+    clock: str = "wall"
 
     def __post_init__(self) -> None:
         if self.sensors < len(self.kinds) or not self.kinds:
@@ -133,6 +135,8 @@ class SimConfig:
             raise SimulationError("--duration must be positive")
         if self.shape not in {"nested", "flat", "mixed"}:
             raise SimulationError("shape must be nested, flat or mixed")
+        if self.clock not in {"wall", "sim"}:
+            raise SimulationError("--clock must be wall or sim")
         if self.gateways < 0:
             raise SimulationError("--gateways must be 0 (per-sensor connections) or more")
 
@@ -177,6 +181,19 @@ class Plan:
         """Wall-clock offset of global slot g (reading g // N of sensor g % N), whole ms."""
         n = len(self.slots)
         return round(g * self.period_s / n * 1000) * MS
+
+    def stamp_ns(self, g: int, start_ns: int) -> int:
+        """The timestamp of global slot g in a run that started at `start_ns`.
+
+        wall: the slot's own time. sim: the sensor's simulated clock — one kind interval per
+        reading, so the stored series has the cadence and time of day the models were trained on
+        (and runs ahead of the wall clock).
+        """
+        if self.config.clock == "wall":
+            return start_ns + self.slot_offset_ns(g)
+        w, rank = divmod(g, len(self.slots))  # slots are listed in rank order
+        interval = INTERVAL_S[self.slots[rank].sensor.kind]
+        return start_ns + w * interval * NS + self.slot_offset_ns(rank)
 
     def total_slots(self) -> int | None:
         return None if self.rounds is None else self.rounds * len(self.slots)
@@ -398,7 +415,7 @@ def plan(config: SimConfig) -> Plan:
         incidents.extend(k_incidents)
     # interleave the kinds so every part of a round carries all of them
     order = sorted(range(len(slots)), key=lambda j: (slots[j].local / counts[slots[j].sensor.kind], j))
-    slots = [dataclasses.replace(slots[j], rank=r) for r, j in enumerate(order)]
+    slots = [dataclasses.replace(slots[j], rank=r) for r, j in enumerate(order)]  # index = rank
     # sensor `rank` publishes its reading w at (w·N + rank)/(N·rate) s
     n, rank_of = len(slots), {s.sensor.sensor_id: s.rank for s in slots}
 
@@ -432,7 +449,12 @@ def schedule_text(p: Plan) -> str:
         + f", QoS {c.qos}, seed {c.seed}",
         "simulated time runs "
         + ", ".join(f"{INTERVAL_S[k] * c.rate:g}x for {k}" for k in c.kinds)
-        + " (one simulated step per reading)",
+        + " (one simulated step per reading); "
+        + (
+            "readings are stamped with the time they are sent"
+            if c.clock == "wall"
+            else "readings are stamped with the simulated clock (it runs ahead of the wall clock)"
+        ),
     ]
     if p.rounds is None:
         lines.append(f"the series repeats every {p.cycle / c.rate:.0f} s (incidents too)")
@@ -508,7 +530,7 @@ class _Run:
         if total is not None:
             due = min(due, total)
         items = [(g % self.n, g // self.n) for g in range(self.g, due)]
-        ts = [self.start_ns + self.p.slot_offset_ns(g) for g in range(self.g, due)]
+        ts = [self.p.stamp_ns(g, self.start_ns) for g in range(self.g, due)]
         self.g = max(self.g, due)
         if not items:
             return

@@ -405,3 +405,21 @@ def test_wrong_credentials_are_a_clear_error(stack: Any) -> None:
 
     with pytest.raises(ConnectError, match="S-C: broker refused: Not authorized"):
         asyncio.run(main())
+
+
+def test_sim_clock_stamps_each_kind_on_its_own_interval() -> None:
+    p = plan(SimConfig(sensors=6, rate=2, duration_s=20, incidents=(), clock="sim"))
+    out = [
+        (si, payload, topic)
+        for g in range(p.total_slots() or 0)
+        for si, payload, topic in p.readings([(g % 6, g // 6)], [p.stamp_ns(g, START_NS)])
+    ]
+    batch = core.decode([o[1] for o in out], [o[2] for o in out])
+    assert batch.errors == []
+    interval = {"water_flow": 60, "water_quality": 300, "energy": 900}
+    ids = np.array(batch.sensor_id)
+    for s in p.slots:
+        ts = batch.timestamp_ns[ids == s.sensor.sensor_id]
+        steps = np.diff(ts) / (interval[s.sensor.kind] * 1e9)
+        assert np.all(steps >= 1)
+        assert np.all(steps == np.round(steps))  # whole intervals (a dropout skips one)

@@ -225,6 +225,7 @@ def _simulate(args: argparse.Namespace) -> int:
             incidents=None if args.incidents is None else parse_incidents(args.incidents),
             shape=args.shape,
             qos=args.qos,
+            clock=args.clock,
         )
         settings, credentials = load_settings(), _credentials(args.credentials)
         stats = _until_signalled(
@@ -371,6 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
         "default: one of each type of the simulated kinds",
     )
     si.add_argument("--shape", choices=["nested", "flat", "mixed"], default="mixed", help="payload form")
+    si.add_argument(
+        "--clock",
+        choices=["wall", "sim"],
+        default="wall",
+        help="wall: stamp readings with the time they are sent (live dashboards); sim: with the "
+        "simulated clock from the start (the cadence and time of day the models were trained on, "
+        "so verdicts match training — but the stored times run ahead of now)",
+    )
     si.add_argument("--qos", type=int, choices=[0, 1], default=1)
     si.add_argument("--credentials", type=Path, help="JSON {username: password} of existing broker users")
     si.add_argument("--pid-file", type=Path, help="SIGHUP the broker with this pid file after adding users")
