@@ -8,6 +8,12 @@ slot. So simulated time runs `interval × rate` times faster than the wall clock
 readings/s, 12× for water flow), which is what lets a leak that grows over hours show up in
 minutes; hour-of-day in the stored timestamps is the wall clock's, not the simulation's.
 
+That mismatch matters to the models, whose features include the time between readings and the
+hour of day: on a wall-clock-stamped run about 15% of healthy water-flow readings and 12% of
+healthy energy readings score HIGH (measured with `train --candidates 1` models). `clock="sim"`
+stamps each reading with the simulated clock instead (start + one kind interval per reading):
+verdicts then match training (about 0.2% and 0.1%), but the stored times run ahead of now.
+
 Incidents are planted, not hoped for: for each requested incident the plan simulates a second
 fleet of as many sensors with plenty of incidents, and gives one sensor (keeping its id, zone and
 place) the series of its namesake there, started at the step that puts an incident of the
