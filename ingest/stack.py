@@ -162,7 +162,7 @@ class Stack:
         self.say(f"{n} worker(s) started (logs in {self.logs})")
 
     def start_simulator(self) -> None:
-        args = ["simulate", "--sensors", str(self.opts.sensors)]
+        args = ["simulate", "--sensors", str(self.opts.sensors), "--pid-file", str(self.broker.pid_file)]
         if self.opts.rate is not None:
             args += ["--rate", str(self.opts.rate)]
         if self.opts.gateways:
