@@ -32,7 +32,7 @@ import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import aiomqtt
 
@@ -55,6 +55,9 @@ DELIVERY_QUEUE = 2
 RECONNECT_MAX_S = 5.0
 DRAIN_BACKOFF_MIN_S = 0.1
 DRAIN_BACKOFF_MAX_S = 5.0
+
+
+LIMIT_CLOCK: Literal["event"] = "event"
 
 
 class WorkerError(UserError):
@@ -163,7 +166,9 @@ class Worker:
             log.error("model registry %s: %s; starting without models", registry.root, e)
             window = self.settings.window
         limiter = core.TokenBucket(rate_per_s=w.rate_per_s, burst=w.burst, max_keys=w.max_keys)
-        self.pipeline = core.Pipeline(window=window, limiter=limiter)
+        # the bucket runs on the readings' own clock: a backlog the broker delivers at once after an
+        # outage or a restart is not a runaway sensor (DESIGN.md §7: over-rate is judged per sensor)
+        self.pipeline = core.Pipeline(window=window, limiter=limiter, limit_clock=LIMIT_CLOCK)
         self._refresh_models()
         pipeline = self.pipeline
         if self.state_file.is_file():
@@ -190,7 +195,7 @@ class Worker:
                     window,
                     pipeline.window,
                 )
-                pipeline = core.Pipeline(window=window, limiter=pipeline.limiter)
+                pipeline = core.Pipeline(window=window, limiter=pipeline.limiter, limit_clock=LIMIT_CLOCK)
                 self.models.fingerprint = None
             changed = self.models.refresh(pipeline)
             self.pipeline = pipeline

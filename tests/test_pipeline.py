@@ -372,6 +372,54 @@ def test_rate_limited_readings_are_reported_not_written(models: dict[str, dict[s
     assert pipe.limiter is lim
 
 
+def test_event_clock_passes_a_backlog_and_still_holds_a_runaway_sensor() -> None:
+    """limit_clock="event": a sensor that published once a second an hour ago, delivered all at
+    once now, passes; one publishing ten readings per second of its own clock does not."""
+    now = T0 + 3600 * 10**9
+    backlog = [nested("wf-late", T0 + i * 10**9, pressure_bar=3.0, flow_rate_lps=10.0) for i in range(10)]
+    runaway = [nested("wf-fast", T0 + i * 10**8, pressure_bar=3.0, flow_rate_lps=10.0) for i in range(10)]
+    topics = [telemetry_topic("s", "water_flow", "wf-late")] * 10 + [
+        telemetry_topic("s", "water_flow", "wf-fast")
+    ] * 10
+    for clock, passed in (("event", 10 + 1), ("arrival", 1 + 1)):
+        pipe = core.Pipeline(window=WINDOW, limiter=core.TokenBucket(1.0, 1.0), limit_clock=clock)
+        out = pipe.process(backlog + runaway, topics, now)
+        assert out.count == passed, clock
+        assert set(out.rate_limited_sensors) == ({"wf-fast"} if clock == "event" else {"wf-late", "wf-fast"})
+
+
+def test_event_clock_caps_timestamps_at_receipt() -> None:
+    """Readings stamped in the future buy no tokens ahead of time: limited as on arrival."""
+    future = [
+        nested("wf-ahead", T0 + (3600 + i) * 10**9, pressure_bar=3.0, flow_rate_lps=1.0) for i in range(5)
+    ]
+    pipe = core.Pipeline(window=WINDOW, limiter=core.TokenBucket(1.0, 1.0), limit_clock="event")
+    out = pipe.process(future, [telemetry_topic("s", "water_flow", "wf-ahead")] * 5, T0)
+    assert out.count == 1
+    assert out.rate_limited == [1, 2, 3, 4]
+
+
+def test_readings_older_than_the_sensors_newest_take_no_token() -> None:
+    """A redelivered backlog (older than what the sensor already stored) is stored without a
+    verdict, never dropped as rate_limited — the broker's redelivery after a crash loses nothing."""
+    topic = telemetry_topic("s", "water_flow", "wf-1")
+    pipe = core.Pipeline(window=WINDOW, limiter=core.TokenBucket(1.0, 1.0))
+    first = pipe.process([nested("wf-1", T0 + 10 * 10**9, pressure_bar=3.0, flow_rate_lps=1.0)], [topic], T0)
+    assert first.count == 1
+    older = [nested("wf-1", T0 + i * 10**9, pressure_bar=3.0, flow_rate_lps=1.0) for i in range(10)]
+    out = pipe.process(older, [topic] * 10, T0)
+    assert out.count == 10
+    assert out.rate_limited == []
+    # the same timestamp again is not older: it is judged by the bucket (no token left: limited)
+    again = pipe.process([nested("wf-1", T0 + 10 * 10**9, pressure_bar=3.0, flow_rate_lps=1.0)], [topic], T0)
+    assert again.rate_limited == [0]
+
+
+def test_limit_clock_is_checked() -> None:
+    with pytest.raises(ValueError, match="limit_clock"):
+        core.Pipeline(limit_clock="wall")
+
+
 def test_redelivered_reading_is_stored_without_overwriting_its_verdict(
     models: dict[str, dict[str, Any]],
 ) -> None:

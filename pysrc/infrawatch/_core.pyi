@@ -2,7 +2,7 @@
 
 from collections.abc import Mapping, Sequence
 from os import PathLike
-from typing import Any, final
+from typing import Any, Literal, final
 
 import numpy as np
 import numpy.typing as npt
@@ -207,6 +207,11 @@ class Pipeline:
     `models["water_flow"]` may carry `"persistence": {"k": k, "n": n}`: a verdict the zone table
     puts at HIGH or above pages only when k of its sensor's last n verdicts reached HIGH; otherwise
     it is reported as MEDIUM (per-sensor history kept in snapshots; default off).
+
+    `limit_clock`: the token bucket runs on the batch's time of receipt (`"arrival"`, HTTP ingest)
+    or on each reading's own timestamp capped at receipt (`"event"`, the MQTT workers: a backlog
+    delivered at once after an outage passes; a runaway sensor does not). Either way a reading
+    older than its sensor's newest takes no token: it is stored without a verdict.
     """
 
     def __new__(
@@ -217,6 +222,7 @@ class Pipeline:
         zone_policy: Mapping[str, Mapping[str, float]] | None = None,
         *,
         quality_limits: Mapping[str, tuple[float | None, float | None]] | None = None,
+        limit_clock: Literal["arrival", "event"] = "arrival",
     ) -> Pipeline: ...
     def process(
         self, payloads: Sequence[bytes], topics: Sequence[str] | None = None, received_ns: int | None = None

@@ -162,6 +162,13 @@ impl FeatureStore {
         self.sensors.len()
     }
 
+    /// The timestamp of the sensor's newest folded reading (None for a sensor never seen).
+    #[must_use]
+    pub fn newest_ns(&self, sensor_id: &str) -> Option<i64> {
+        let s = self.sensors.get(sensor_id)?;
+        (s.len > 0).then(|| ts_of(s.data[(s.head as usize + self.window - 1) % self.window]))
+    }
+
     /// Readings refused because they were not newer than their sensor's newest folded reading.
     #[must_use]
     pub fn stale_count(&self) -> u64 {

@@ -393,6 +393,20 @@ pub struct PipelineConfig {
     pub window: usize,
     pub zone_policy: ZonePolicy,
     pub quality_limits: Vec<QualityLimit>,
+    pub limit_clock: LimitClock,
+}
+
+/// Which clock the token bucket runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitClock {
+    /// The time the batch was received: what an HTTP client is limited by.
+    #[default]
+    Arrival,
+    /// Each reading's own timestamp, capped at the time of receipt: a backlog the broker
+    /// delivers at once after an outage (readings published one a second, hours ago) passes, as
+    /// it passed when it was sent; a runaway sensor (many readings per second of its own clock)
+    /// is still held to its rate, and a clock running ahead cannot buy tokens from the future.
+    Event,
 }
 
 impl Default for PipelineConfig {
@@ -401,6 +415,7 @@ impl Default for PipelineConfig {
             window: 60,
             zone_policy: ZonePolicy::default(),
             quality_limits: default_quality_limits(),
+            limit_clock: LimitClock::Arrival,
         }
     }
 }
@@ -569,7 +584,14 @@ impl Pipeline {
         };
 
         // 1. rate limit, in batch order, keyed by sensor at the time of receipt
-        let accepted = limit_stage(&batch, received_ns, limiter, &mut out);
+        let accepted = limit_stage(
+            &batch,
+            received_ns,
+            self.config.limit_clock,
+            &self.stores,
+            limiter,
+            &mut out,
+        );
 
         // 2. features and verdicts per kind
         let scratch = &mut self.scratch;
@@ -822,17 +844,33 @@ fn limit_words(out: &mut String, l: &QualityLimit, v: f64) {
 }
 
 /// Per reading, whether the token bucket let it through; the others are reported in `out`.
+///
+/// A reading older than its sensor's newest is not judged by the bucket (nor takes a token): it
+/// is a redelivery or late data, stored without a verdict (it overwrites itself in InfluxDB).
+/// Charging it would turn the broker's redelivery after a worker crash into `rate_limited` loss.
 #[inline(never)]
 fn limit_stage(
     batch: &ReadingBatch,
     received_ns: i64,
+    clock: LimitClock,
+    stores: &[FeatureStore],
     limiter: Option<&mut TokenBucket>,
     out: &mut ProcessOutput,
 ) -> Vec<bool> {
     let mut accepted = vec![true; batch.len()];
     if let Some(lim) = limiter {
         for (i, ok) in accepted.iter_mut().enumerate() {
-            if !lim.allow(batch.sensor_id(i), received_ns) {
+            let id = batch.sensor_id(i);
+            let ts = batch.timestamp_ns[i];
+            let store = &stores[kind_index(batch.kind(i))];
+            if store.newest_ns(id).is_some_and(|newest| ts < newest) {
+                continue;
+            }
+            let now = match clock {
+                LimitClock::Arrival => received_ns,
+                LimitClock::Event => ts.min(received_ns),
+            };
+            if !lim.allow(id, now) {
                 *ok = false;
                 out.rate_limited
                     .push(usize::try_from(batch.source[i]).unwrap_or(0));

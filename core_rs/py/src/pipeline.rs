@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use infrawatch_core::fields::Kind;
 use infrawatch_core::limiter::TokenBucket;
 use infrawatch_core::pipeline::{
-    kind_fields, Alert, EnergyModels, Models, Pipeline, PipelineConfig, ProcessOutput,
+    kind_fields, Alert, EnergyModels, LimitClock, Models, Pipeline, PipelineConfig, ProcessOutput,
     WaterFlowModels, WaterQualityModels,
 };
 use infrawatch_core::risk::{
@@ -15,7 +15,7 @@ use infrawatch_core::risk::{
     ZonePolicy, ZoneThresholds,
 };
 use numpy::PyArray1;
-use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError};
+use pyo3::exceptions::{PyKeyError, PyRuntimeError, PyTypeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
@@ -281,7 +281,7 @@ pub struct PyPipeline {
 #[pymethods]
 impl PyPipeline {
     #[new]
-    #[pyo3(signature = (models=None, window=60, limiter=None, zone_policy=None, *, quality_limits=None))]
+    #[pyo3(signature = (models=None, window=60, limiter=None, zone_policy=None, *, quality_limits=None, limit_clock="arrival"))]
     fn new(
         py: Python<'_>,
         models: Option<&Bound<'_, PyAny>>,
@@ -289,11 +289,22 @@ impl PyPipeline {
         limiter: Option<&Bound<'_, PyTokenBucket>>,
         zone_policy: Option<&Bound<'_, PyAny>>,
         quality_limits: Option<&Bound<'_, PyAny>>,
+        limit_clock: &str,
     ) -> PyResult<Self> {
+        let limit_clock = match limit_clock {
+            "arrival" => LimitClock::Arrival,
+            "event" => LimitClock::Event,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "limit_clock must be 'arrival' or 'event', got {other:?}"
+                )))
+            }
+        };
         let config = PipelineConfig {
             window,
             zone_policy: parse_zone_policy(zone_policy)?,
             quality_limits: parse_quality_limits(quality_limits)?,
+            limit_clock,
         };
         let parsed = parse_models(models)?;
         let inner = Pipeline::new(&parsed, config).map_err(value_error)?;
