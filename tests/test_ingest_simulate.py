@@ -54,7 +54,8 @@ def test_parse_incidents() -> None:
         IncidentRequest("contamination", 3.0),
     )
     assert parse_incidents("none") == ()
-    for bad in ("leak", "flood@10", "leak@-1", "leak@ten"):
+    assert parse_incidents("leak@-7200") == (IncidentRequest("leak", -7200.0),)  # live: in the history
+    for bad in ("leak", "flood@10", "leak@--1", "leak@ten"):
         with pytest.raises(SimulationError, match="TYPE@SECONDS"):
             parse_incidents(bad)
 
@@ -72,16 +73,16 @@ def test_config_errors_are_clear() -> None:
 
 # ------------------------------------------------------------------------------ the plan
 def test_plan_is_deterministic_from_the_seed() -> None:
-    cfg = SimConfig(sensors=12, rate=2, duration_s=30, seed=3)
+    cfg = SimConfig(sensors=12, rate=2, duration_s=30, seed=3, clock="wall")
     a, b = plan(cfg), plan(cfg)
     assert schedule_text(a) == schedule_text(b)
     assert [r[1] for r in all_readings(a)] == [r[1] for r in all_readings(b)]
-    other = plan(SimConfig(sensors=12, rate=2, duration_s=30, seed=4))
+    other = plan(SimConfig(sensors=12, rate=2, duration_s=30, seed=4, clock="wall"))
     assert [r[1] for r in all_readings(other)] != [r[1] for r in all_readings(a)]
 
 
 def test_every_payload_decodes_to_the_simulated_reading() -> None:
-    p = plan(SimConfig(sensors=9, rate=2, duration_s=40, site="plant-7", shape="mixed"))
+    p = plan(SimConfig(sensors=9, rate=2, duration_s=40, site="plant-7", shape="mixed", clock="wall"))
     out = all_readings(p)
     payloads, topics = [o[1] for o in out], [o[2] for o in out]
     batch = core.decode(payloads, topics)
@@ -118,7 +119,7 @@ def test_every_payload_decodes_to_the_simulated_reading() -> None:
 
 
 def test_both_payload_shapes_and_pacing() -> None:
-    p = plan(SimConfig(sensors=6, rate=4, duration_s=10, shape="mixed", incidents=()))
+    p = plan(SimConfig(sensors=6, rate=4, duration_s=10, shape="mixed", incidents=(), clock="wall"))
     shapes = {s.sensor.sensor_id: s.nested for s in p.slots}
     assert set(shapes.values()) == {True, False}
     for si, payload, _ in all_readings(p):
@@ -138,7 +139,7 @@ def test_both_payload_shapes_and_pacing() -> None:
 
 def test_planted_incidents_happen_where_the_schedule_says() -> None:
     wanted = parse_incidents("leak@20,burst@30,contamination@25,high_consumption@35,low_consumption@40")
-    cfg = SimConfig(sensors=30, rate=3, duration_s=60, incidents=wanted)
+    cfg = SimConfig(sensors=30, rate=3, duration_s=60, incidents=wanted, clock="wall")
     p = plan(cfg)
     requested = [i for i in p.incidents if i.requested]
     assert sorted((i.type, i.kind) for i in requested) == sorted((r.type, r.kind) for r in wanted)
@@ -164,7 +165,7 @@ def test_planted_incidents_happen_where_the_schedule_says() -> None:
 
 
 def test_default_schedule_has_one_incident_of_each_type() -> None:
-    p = plan(SimConfig(sensors=30, rate=2, duration_s=400))
+    p = plan(SimConfig(sensors=30, rate=2, duration_s=400, clock="wall"))
     assert sorted(i.type for i in p.incidents if i.requested) == sorted(INCIDENT_KIND)
     assert min(i.start_s for i in p.incidents) >= 45  # after the warm-up the models need
     text = schedule_text(p)
@@ -174,7 +175,7 @@ def test_default_schedule_has_one_incident_of_each_type() -> None:
 
 def test_open_ended_runs_repeat_their_cycle() -> None:
     """Until stopped, each sensor's series repeats after `cycle` readings (memory stays bounded)."""
-    p = plan(SimConfig(sensors=3, rate=1, incidents=parse_incidents("leak@100")))
+    p = plan(SimConfig(sensors=3, rate=1, incidents=parse_incidents("leak@100"), clock="wall"))
     assert p.rounds is None
     assert p.total_slots() is None
     first = p.readings([(0, 5), (1, 5), (2, 5)], [START_NS] * 3)
@@ -184,7 +185,7 @@ def test_open_ended_runs_repeat_their_cycle() -> None:
 
 
 def test_gateways_batch_every_sensor_once() -> None:
-    p = plan(SimConfig(sensors=12, rate=1, duration_s=5, gateways=3, incidents=()))
+    p = plan(SimConfig(sensors=12, rate=1, duration_s=5, gateways=3, incidents=(), clock="wall"))
     assert len(p.gateways) == 3
     members = sorted(j for js in p.gateways.values() for j in js)
     assert members == list(range(12))
@@ -196,7 +197,7 @@ def _worker_creds(stack: Any) -> tuple[str, str]:
 
 
 def test_each_sensor_publishes_as_itself(stack: Any) -> None:
-    cfg = SimConfig(sensors=24, rate=5, duration_s=2, incidents=parse_incidents("burst@1"))
+    cfg = SimConfig(sensors=24, rate=5, duration_s=2, incidents=parse_incidents("burst@1"), clock="wall")
 
     async def main() -> tuple[Any, Collector]:
         async with Collector(stack.settings, "infrawatch/#") as col:
@@ -225,7 +226,7 @@ def test_each_sensor_publishes_as_itself(stack: Any) -> None:
 
 
 def test_gateway_batches_over_the_broker(stack: Any) -> None:
-    cfg = SimConfig(sensors=30, rate=4, duration_s=1.5, gateways=2, incidents=())
+    cfg = SimConfig(sensors=30, rate=4, duration_s=1.5, gateways=2, incidents=(), clock="wall")
 
     async def main() -> tuple[Any, Collector]:
         async with Collector(stack.settings, "infrawatch/#") as col:
@@ -314,7 +315,7 @@ def test_run_simulation_stops_on_the_event(stack: Any) -> None:
 def test_nothing_is_lost_across_a_broker_restart(stack: Any) -> None:
     """The broker restarts mid-run: every connection comes back and every reading is delivered
     (QoS 1 is at least once: a reading may arrive twice, never not at all)."""
-    cfg = SimConfig(sensors=30, rate=5, duration_s=4, incidents=())
+    cfg = SimConfig(sensors=30, rate=5, duration_s=4, incidents=(), clock="wall")
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
