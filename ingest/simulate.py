@@ -30,10 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import math
-import re
 import datetime as dt
 import heapq
+import math
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -144,7 +144,6 @@ class SimConfig:
     # with the simulated clock from the start (it runs ahead of now)
     clock: str = "live"
     history_s: float = 6 * 3600.0  # live only
-
 
     def __post_init__(self) -> None:
         if self.sensors < len(self.kinds) or not self.kinds:
@@ -454,7 +453,7 @@ def _kind_slots(
     ]
     incidents: list[Incident] = []
     if not wanted:
-        return slots, incidents
+        return [dataclasses.replace(sl, jitter_ns=_jitter_ns(sl, clock)) for sl in slots], incidents
     # long enough that an incident can sit anywhere in the run after the warm-up
     hot_steps = 3 * steps + 10 * WARMUP_READINGS
     types = {r.type for r in wanted}
@@ -508,7 +507,9 @@ def _live_steps(config: SimConfig, interval_s: int) -> int:
     whole days that holds the history with room to spare (an open-ended run repeats it)."""
     if config.duration_s is not None:
         # a margin for the time between planning and the first message
-        return max(math.ceil((config.history_s + config.duration_s + 120) / interval_s) + 2, WARMUP_READINGS + 2)
+        return max(
+            math.ceil((config.history_s + config.duration_s + 120) / interval_s) + 2, WARMUP_READINGS + 2
+        )
     day = 86_400 // interval_s
     want = max(MAX_CYCLE_STEPS, math.ceil(config.history_s / interval_s) + 2 * WARMUP_READINGS)
     return math.ceil(want / day) * day
@@ -539,15 +540,13 @@ def plan(config: SimConfig, now_ns: int | None = None) -> Plan:
         seed = config.seed * 10 + ki
         if live:
             k_steps = cycles[kind] = _live_steps(config, interval)
-
-            def at_step(r: IncidentRequest, interval: int = interval) -> int:
-                # the first step at or after `now + at_s` on the simulated clock
-                return max(0, math.ceil((config.history_s + r.at_s) / interval))
         else:
             k_steps = steps
 
-            def at_step(r: IncidentRequest) -> int:
-                return math.ceil(r.at_s * config.rate)
+        def at_step(r: IncidentRequest, interval: int = interval) -> int:
+            if live:  # the first step at or after `now + at_s` on the simulated clock
+                return max(0, math.ceil((config.history_s + r.at_s) / interval))
+            return math.ceil(r.at_s * config.rate)  # one step per reading from the start
 
         k_slots, k_incidents = _kind_slots(config, kind, seed, counts[kind], k_steps, wanted, clock, at_step)
         slots.extend(k_slots)

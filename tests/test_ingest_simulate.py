@@ -5,17 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from tests.utils.mqtt import Collector, PersistentCollector
+from tests.utils.mqtt import Collector, PersistentCollector, Received
 
 from infrawatch import core
 from infrawatch.ingest import broker_admin
@@ -26,6 +28,8 @@ from infrawatch.ingest.simulate import (
     Plan,
     SimConfig,
     SimulationError,
+    catch_up_s,
+    parse_duration,
     parse_incidents,
     plan,
     run_simulation,
@@ -424,3 +428,158 @@ def test_sim_clock_stamps_each_kind_on_its_own_interval() -> None:
         steps = np.diff(ts) / (interval[s.sensor.kind] * 1e9)
         assert np.all(steps >= 1)
         assert np.all(steps == np.round(steps))  # whole intervals (a dropout skips one)
+
+
+# ------------------------------------------------------------------------------ clock="live"
+NOW_NS = 1_800_000_000_000  # ms-aligned "now" for plans (2027-01-15T08:00:00Z)
+NOW_NS *= 1_000_000
+INTERVAL_NS = {
+    k: s * 1_000_000_000 for k, s in {"water_flow": 60, "water_quality": 300, "energy": 900}.items()
+}
+JITTER_NS = {"water_flow": 5 * 10**9, "water_quality": 20 * 10**9, "energy": 30 * 10**9}  # the sim's
+
+
+def live_schedule(p: Plan, until_s: float) -> list[tuple[float, int, int, int]]:
+    """(due s after the run start, slot, reading, stamp) of every reading due by `until_s` of a
+    live plan whose run starts at its `now_ns`, in publishing order."""
+    out = []
+    for si, s in enumerate(p.slots):
+        for w in range(p.cycle_of(s)):
+            due = p.live_due_s(si, w, p.now_ns)
+            if due > until_s:
+                break
+            out.append((due, si, w, p.live_stamp_ns(si, w)))
+    return sorted(out)
+
+
+def test_live_plan_catches_up_at_rate_then_follows_the_clock() -> None:
+    cfg = SimConfig(sensors=9, rate=2, history_s=3600, duration_s=2000, incidents=())
+    p = plan(cfg, now_ns=NOW_NS)
+    assert p.sim_start_ns == NOW_NS - 3600 * 10**9
+    sched = live_schedule(p, 2000)
+    for si, s in enumerate(p.slots):
+        mine = [(due, w, ts) for due, sj, w, ts in sched if sj == si]
+        dues = np.array([m[0] for m in mine])
+        ts = np.array([m[2] for m in mine])
+        kind = s.sensor.kind
+        # natural spacing, the sim's own timestamps: one interval per reading, the sensor's jitter
+        assert np.all(np.diff(ts) == INTERVAL_NS[kind])
+        assert 0 <= ts[0] - p.sim_start_ns < JITTER_NS[kind]
+        # the history (everything stamped before now) goes first, as fast as `rate` allows
+        history = int(np.sum(ts < NOW_NS))
+        assert history == -int((ts[0] - NOW_NS) // INTERVAL_NS[kind])  # ceil: all steps before now
+        assert np.all(np.diff(dues) >= 1 / cfg.rate - 1e-9)
+        # never published before its own time: nothing is in the future when it is sent
+        assert np.all(ts <= NOW_NS + dues * 1e9 + 1)
+        # once caught up, each reading goes out exactly at its time
+        live = ts >= NOW_NS + 120 * 10**9
+        assert live.any()
+        np.testing.assert_allclose(dues[live], (ts[live] - NOW_NS) / 1e9)
+        # a calm sensor's stamps are its simulated series' timestamps, exactly
+        rows = s.source.rows[s.local, s.offset : s.offset + len(ts)]
+        present = rows >= 0
+        np.testing.assert_array_equal(s.source.data.timestamp_ns[rows[present]], ts[present])
+
+
+def test_live_payloads_decode_with_past_timestamps() -> None:
+    p = plan(SimConfig(sensors=6, rate=2, history_s=1800, duration_s=60, incidents=()), now_ns=NOW_NS)
+    sched = live_schedule(p, 60)
+    out = p.readings([(si, w) for _, si, w, _ in sched], [ts for *_, ts in sched])
+    batch = core.decode([o[1] for o in out], [o[2] for o in out])
+    assert batch.errors == []
+    assert len(batch) == len(out) > 30
+    assert np.all(batch.timestamp_ns < NOW_NS + 60 * 10**9 + max(JITTER_NS.values()))
+    assert np.sum(batch.timestamp_ns < NOW_NS) > 0.8 * len(batch)  # mostly history: 30 min of it
+
+
+def test_live_default_schedule_leak_in_history_others_live_and_apart() -> None:
+    cfg = SimConfig(sensors=60, history_s=6 * 3600)
+    p = plan(cfg, now_ns=NOW_NS)
+    req = sorted((i for i in p.incidents if i.requested), key=lambda i: i.start_s)
+    assert sorted(i.type for i in req) == sorted(INCIDENT_KIND)
+    leak = next(i for i in req if i.type == "leak")
+    assert -3 * 3600 < leak.start_s < 0 < leak.end_s  # grows in the history, still on when live
+    others = [i for i in req if i.type != "leak"]
+    caught_up = catch_up_s(cfg)
+    assert 300 < caught_up < 400  # 6 h of water flow at 1 reading/s: about 6 minutes
+    assert caught_up < others[0].start_s < caught_up + 600  # a few minutes into the live part
+    assert np.all(np.diff([i.start_s for i in others]) >= 300)
+    text = schedule_text(p)
+    assert "in the history" in text
+    assert "6 h before now" in text
+    # each requested incident begins at the host's reading the schedule names (the sim's label)
+    for inc in req:
+        si = next(j for j, s in enumerate(p.slots) if s.sensor.sensor_id == inc.sensor_id)
+        s = p.slots[si]
+        row = s.source.rows[s.local, s.offset + inc.reading]
+        assert s.source.data.label_names[s.source.data.label[row]] == inc.type
+        assert inc.start_s == (p.live_stamp_ns(si, inc.reading) - NOW_NS) / 1e9
+
+
+def test_live_config_errors_are_clear() -> None:
+    with pytest.raises(SimulationError, match="catch-up never ends"):
+        SimConfig(rate=0.01)
+    with pytest.raises(SimulationError, match="before the history starts"):
+        plan(SimConfig(sensors=3, history_s=600, incidents=parse_incidents("leak@-900")))
+    with pytest.raises(SimulationError, match="need --clock live"):
+        plan(SimConfig(sensors=3, clock="wall", incidents=parse_incidents("leak@-60")))
+    assert parse_duration("6h") == 21600
+    assert parse_duration("90m") == 5400
+    assert parse_duration("0") == 0
+    with pytest.raises(SimulationError, match="bad duration"):
+        parse_duration("six hours")
+
+
+class _TimedCollector(Collector):
+    """A Collector that also notes when each message arrived (wall clock, ns)."""
+
+    arrived_ns: list[int]
+
+    async def _run(self) -> None:
+        self.arrived_ns = []
+        async for m in self._client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            self.arrived_ns.append(time.time_ns())
+            self.messages.append(Received(str(m.topic), payload, m.qos))
+            self._arrived.set()
+
+
+def test_live_run_over_the_broker(stack: Any) -> None:
+    """A short history over the real broker: past timestamps at natural spacing during catch-up,
+    nothing ahead of the wall clock by more than the sim's jitter, no faster than `rate`."""
+    cfg = SimConfig(sensors=6, rate=4, history_s=600, duration_s=4, incidents=())
+    lines: list[str] = []
+
+    async def main() -> tuple[Any, _TimedCollector, int]:
+        async with _TimedCollector(stack.settings, "infrawatch/#") as col:
+            started = time.time_ns()
+            stats = await simulate(stack.settings, cfg, reload=stack.broker.reload, progress=lines.append)
+            await col.wait_for(stats.readings)
+            return stats, col, started
+
+    stats, col, started = asyncio.run(main())
+    assert stats.failed == 0
+    assert stats.acked == stats.readings == len(col.messages)
+    assert "live clock" in lines[0]
+    batch = core.decode([m.payload for m in col.messages], [m.topic for m in col.messages])
+    assert batch.errors == []
+    assert len(batch) == stats.readings
+    ids, kinds = np.array(batch.sensor_id), np.array(batch.kind)
+    arrived = np.array(col.arrived_ns)
+    assert np.all(batch.timestamp_ns <= arrived + max(JITTER_NS.values()))
+    assert np.sum(batch.timestamp_ns < started) >= 2 * (10 + 2 + 1)  # the histories, in the past
+    for sid in set(batch.sensor_id):
+        mine = ids == sid
+        kind = str(kinds[mine][0])
+        ts = batch.timestamp_ns[mine]
+        assert np.all(batch.timestamp_ns[mine] <= arrived[mine] + JITTER_NS[kind])
+        steps = np.diff(ts) / INTERVAL_NS[kind]
+        assert np.all(steps >= 1)
+        assert np.all(steps == np.round(steps))
+        # its whole history went out (10 min: 10 water-flow readings, 2 of quality, 1 of energy;
+        # the sensor's clock offset and the second before planning may push the last one to now)
+        assert int(np.sum(ts < started)) >= math.ceil(
+            (600 * 10**9 - JITTER_NS[kind] - 10**9) / INTERVAL_NS[kind]
+        )
+        # no faster than `rate`: the run published at most rate x elapsed + 1 readings per sensor
+        assert stats.per_sensor[sid] <= cfg.rate * stats.elapsed_s + 1

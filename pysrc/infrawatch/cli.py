@@ -211,7 +211,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from infrawatch.config import load_settings
     from infrawatch.ingest.publisher import ConnectError
-    from infrawatch.ingest.simulate import SimConfig, SimulationError, parse_duration, parse_incidents, simulate
+    from infrawatch.ingest.simulate import (
+        SimConfig,
+        SimulationError,
+        parse_duration,
+        parse_incidents,
+        simulate,
+    )
 
     try:
         config = SimConfig(
