@@ -63,6 +63,8 @@ INCIDENT_KIND = {
 }
 # readings of history a sensor publishes before its first incident (the models' window is 60)
 WARMUP_READINGS = 90
+# live: history each kind publishes at least (the models' default window is 60 readings)
+FILL_READINGS = 64
 # an open-ended run repeats a cycle of at most this many steps per sensor (memory stays bounded)
 MAX_CYCLE_STEPS = 2880
 _HOT_ATTEMPTS = 8  # fleets with incidents drawn before giving up on planting one
@@ -143,7 +145,14 @@ class SimConfig:
     # wall: `rate` readings/s stamped with the time of publishing; sim: `rate` readings/s stamped
     # with the simulated clock from the start (it runs ahead of now)
     clock: str = "live"
-    history_s: float = 6 * 3600.0  # live only
+    history_s: float = 6 * 3600.0  # live only; at least FILL_READINGS of each kind (if not 0)
+
+    def history_of(self, kind: str) -> float:
+        """live: a kind's history — `history_s`, or longer where that would not fill the models'
+        feature window (energy: 60 readings are 15 h; its catch-up is short all the same)."""
+        if self.history_s == 0:
+            return 0.0
+        return max(self.history_s, FILL_READINGS * INTERVAL_S[kind])
 
     def __post_init__(self) -> None:
         if self.sensors < len(self.kinds) or not self.kinds:
@@ -203,7 +212,7 @@ class Plan:
     rounds: int | None  # readings per sensor in the run (None: until stopped)
     gateways: dict[str, list[int]] = field(default_factory=dict)  # gateway id → slot indices
     # live only: the simulation's start (history before `now_ns`), and each kind's cycle
-    sim_start_ns: int = DEFAULT_START_NS
+    sim_start_ns: dict[str, int] = field(default_factory=dict)  # per kind
     now_ns: int = DEFAULT_START_NS
     cycles: dict[str, int] = field(default_factory=dict)
 
@@ -213,7 +222,7 @@ class Plan:
     def live_stamp_ns(self, si: int, w: int) -> int:
         """live: reading w of slot si at its simulated time, which tracks the wall clock."""
         s = self.slots[si]
-        return self.sim_start_ns + w * INTERVAL_S[s.sensor.kind] * NS + s.jitter_ns
+        return self.sim_start_ns[s.sensor.kind] + w * INTERVAL_S[s.sensor.kind] * NS + s.jitter_ns
 
     def live_due_s(self, si: int, w: int, run_start_ns: int) -> float:
         """live: when (s after `run_start_ns`) slot si publishes reading w: as soon as `rate`
@@ -348,8 +357,9 @@ def catch_up_s(config: SimConfig) -> float:
     A sensor of interval I publishing `rate` readings/s catches up with a clock that moves on
     meanwhile after history / (I·rate − 1) s; the rank phase adds up to one reading's time.
     """
-    h = config.history_s
-    return max(h / (INTERVAL_S[k] * config.rate - 1) for k in config.kinds) + 1 / config.rate
+    return (
+        max(config.history_of(k) / (INTERVAL_S[k] * config.rate - 1) for k in config.kinds) + 1 / config.rate
+    )
 
 
 def _default_live_incidents(config: SimConfig, types: list[str]) -> tuple[IncidentRequest, ...]:
@@ -369,8 +379,9 @@ def _default_live_incidents(config: SimConfig, types: list[str]) -> tuple[Incide
         out.append(IncidentRequest(kind_type, round(t, 1)))
         step_s = INTERVAL_S[INCIDENT_KIND[kind_type]]
         # when it really starts: the first step of its kind at or after t (steps count from the
-        # simulation's start, `history_s` before now)
-        starts = math.ceil((config.history_s + t) / step_s) * step_s - config.history_s
+        # simulation's start, the kind's history before now)
+        h = config.history_of(INCIDENT_KIND[kind_type])
+        starts = math.ceil((h + t) / step_s) * step_s - h
         t = starts + gap
     if leak_early:
         out.insert(0, IncidentRequest("leak", -min(7200.0, config.history_s / 2)))
@@ -399,7 +410,7 @@ def _check(config: SimConfig, requests: Sequence[IncidentRequest]) -> None:
             raise SimulationError(f"incident {r.type}@{r.at_s:g} is after the end (--duration)")
         if r.at_s < 0 and config.clock != "live":
             raise SimulationError(f"incident {r.type}@{r.at_s:g}: negative times need --clock live")
-        if r.at_s < -config.history_s:
+        if config.clock == "live" and r.at_s < -config.history_of(r.kind):
             raise SimulationError(f"incident {r.type}@{r.at_s:g} is before the history starts (--history)")
 
 
@@ -502,16 +513,15 @@ def _jitter_ns(s: Slot, clock: _Clock) -> int:
     return ts - (clock.start_ns + step * clock.interval_s * NS)
 
 
-def _live_steps(config: SimConfig, interval_s: int) -> int:
+def _live_steps(config: SimConfig, kind: str) -> int:
     """live: a kind's series length — the history and the run (a finite run), or one cycle of
     whole days that holds the history with room to spare (an open-ended run repeats it)."""
+    interval_s, history_s = INTERVAL_S[kind], config.history_of(kind)
     if config.duration_s is not None:
         # a margin for the time between planning and the first message
-        return max(
-            math.ceil((config.history_s + config.duration_s + 120) / interval_s) + 2, WARMUP_READINGS + 2
-        )
+        return max(math.ceil((history_s + config.duration_s + 120) / interval_s) + 2, WARMUP_READINGS + 2)
     day = 86_400 // interval_s
-    want = max(MAX_CYCLE_STEPS, math.ceil(config.history_s / interval_s) + 2 * WARMUP_READINGS)
+    want = max(MAX_CYCLE_STEPS, math.ceil(history_s / interval_s) + 2 * WARMUP_READINGS)
     return math.ceil(want / day) * day
 
 
@@ -523,10 +533,11 @@ def plan(config: SimConfig, now_ns: int | None = None) -> Plan:
     live = config.clock == "live"
     if live:
         now = (time.time_ns() if now_ns is None else now_ns) // MS * MS
-        sim_start = now - round(config.history_s * 1000) * MS
+        starts = {k: now - round(config.history_of(k) * 1000) * MS for k in config.kinds}
         rounds = None
     else:
-        now = sim_start = DEFAULT_START_NS
+        now = DEFAULT_START_NS
+        starts = dict.fromkeys(config.kinds, now)
         rounds = None if config.duration_s is None else math.ceil(config.duration_s * config.rate)
     steps = max(rounds if rounds is not None else MAX_CYCLE_STEPS, WARMUP_READINGS + 2)
     counts = _split(config.sensors, config.kinds)
@@ -536,16 +547,16 @@ def plan(config: SimConfig, now_ns: int | None = None) -> Plan:
     for ki, kind in enumerate(config.kinds):
         wanted = [r for r in requests if r.kind == kind]
         interval = INTERVAL_S[kind]
-        clock = _Clock(interval, sim_start)
+        clock = _Clock(interval, starts[kind])
         seed = config.seed * 10 + ki
         if live:
-            k_steps = cycles[kind] = _live_steps(config, interval)
+            k_steps = cycles[kind] = _live_steps(config, kind)
         else:
             k_steps = steps
 
         def at_step(r: IncidentRequest, interval: int = interval) -> int:
             if live:  # the first step at or after `now + at_s` on the simulated clock
-                return max(0, math.ceil((config.history_s + r.at_s) / interval))
+                return max(0, math.ceil((config.history_of(r.kind) + r.at_s) / interval))
             return math.ceil(r.at_s * config.rate)  # one step per reading from the start
 
         k_slots, k_incidents = _kind_slots(config, kind, seed, counts[kind], k_steps, wanted, clock, at_step)
@@ -560,7 +571,7 @@ def plan(config: SimConfig, now_ns: int | None = None) -> Plan:
     def wall(reading: float, sensor_id: str) -> float:
         if live:  # the reading's simulated time, which the live run publishes it at (or after)
             sl = slots[rank_of[sensor_id]]
-            t = sim_start + round(reading * INTERVAL_S[sl.sensor.kind] * NS) + sl.jitter_ns
+            t = starts[sl.sensor.kind] + round(reading * INTERVAL_S[sl.sensor.kind] * NS) + sl.jitter_ns
             return (t - now) / NS
         return (reading * n + rank_of[sensor_id]) / (n * config.rate)
 
@@ -577,7 +588,7 @@ def plan(config: SimConfig, now_ns: int | None = None) -> Plan:
             gid = f"GW-{config.site}-{(sl.rank % config.gateways) + 1:02d}"
             slots[j] = dataclasses.replace(sl, gateway=gid)
             gateways.setdefault(gid, []).append(j)
-    return Plan(config, slots, incidents, steps, rounds, gateways, sim_start, now, cycles)
+    return Plan(config, slots, incidents, steps, rounds, gateways, starts, now, cycles)
 
 
 def _hms(t_ns: int) -> str:
@@ -598,10 +609,14 @@ def _live_schedule_text(p: Plan) -> str:
         f"simulating {n} sensors ({', '.join(f'{k} {v}' for k, v in counts.items())}) at site {c.site}, "
         + (f"{len(p.gateways)} gateways" if p.gateways else "one connection per sensor")
         + f", QoS {c.qos}, seed {c.seed}",
-        f"live clock: the simulation starts {_span(c.history_s)} before now ({_hms(p.sim_start_ns)} UTC; "
-        f"now {_hms(p.now_ns)} UTC); each sensor first publishes its history at {c.rate:g} readings/s "
-        "("
-        + ", ".join(f"{k} {math.floor(c.history_s / INTERVAL_S[k]) + 1} readings" for k in c.kinds)
+        f"live clock: the simulation starts {_span(c.history_s)} before now ({_hms(p.now_ns)} UTC)"
+        + "".join(
+            f", {k} {_span(c.history_of(k))} (to fill the models' feature window)"
+            for k in c.kinds
+            if c.history_of(k) > c.history_s
+        )
+        + f"; each sensor first publishes its history at {c.rate:g} readings/s ("
+        + ", ".join(f"{k} {math.ceil(c.history_of(k) / INTERVAL_S[k])} readings" for k in c.kinds)
         + f"; caught up after about {catch_up_s(c):.0f} s), then each reading when its time comes ("
         + ", ".join(f"{k} every {INTERVAL_S[k]} s" for k in c.kinds)
         + "), stamped with the simulated clock, which tracks the wall clock",

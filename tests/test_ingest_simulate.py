@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import os
 import signal
 import subprocess
@@ -455,7 +454,12 @@ def live_schedule(p: Plan, until_s: float) -> list[tuple[float, int, int, int]]:
 def test_live_plan_catches_up_at_rate_then_follows_the_clock() -> None:
     cfg = SimConfig(sensors=9, rate=2, history_s=3600, duration_s=2000, incidents=())
     p = plan(cfg, now_ns=NOW_NS)
-    assert p.sim_start_ns == NOW_NS - 3600 * 10**9
+    # each kind's history holds at least a feature window: energy's 64 readings are 16 h
+    assert p.sim_start_ns == {
+        "water_flow": NOW_NS - 3840 * 10**9,
+        "water_quality": NOW_NS - 64 * 300 * 10**9,
+        "energy": NOW_NS - 64 * 900 * 10**9,
+    }
     sched = live_schedule(p, 2000)
     for si, s in enumerate(p.slots):
         mine = [(due, w, ts) for due, sj, w, ts in sched if sj == si]
@@ -464,7 +468,7 @@ def test_live_plan_catches_up_at_rate_then_follows_the_clock() -> None:
         kind = s.sensor.kind
         # natural spacing, the sim's own timestamps: one interval per reading, the sensor's jitter
         assert np.all(np.diff(ts) == INTERVAL_NS[kind])
-        assert 0 <= ts[0] - p.sim_start_ns < JITTER_NS[kind]
+        assert 0 <= ts[0] - p.sim_start_ns[kind] < JITTER_NS[kind]
         # the history (everything stamped before now) goes first, as fast as `rate` allows
         history = int(np.sum(ts < NOW_NS))
         assert history == -int((ts[0] - NOW_NS) // INTERVAL_NS[kind])  # ceil: all steps before now
@@ -511,7 +515,9 @@ def test_live_default_schedule_leak_in_history_others_live_and_apart() -> None:
     for inc in req:
         si = next(j for j, s in enumerate(p.slots) if s.sensor.sensor_id == inc.sensor_id)
         s = p.slots[si]
-        row = s.source.rows[s.local, s.offset + inc.reading]
+        rows = s.source.rows[s.local, s.offset + inc.reading - 1 :]
+        assert rows[0] < 0 or s.source.data.label[rows[0]] == 0  # normal just before
+        row = rows[1:][rows[1:] >= 0][0]  # the first reading sent from there (dropouts send none)
         assert s.source.data.label_names[s.source.data.label[row]] == inc.type
         assert inc.start_s == (p.live_stamp_ns(si, inc.reading) - NOW_NS) / 1e9
 
@@ -520,7 +526,7 @@ def test_live_config_errors_are_clear() -> None:
     with pytest.raises(SimulationError, match="catch-up never ends"):
         SimConfig(rate=0.01)
     with pytest.raises(SimulationError, match="before the history starts"):
-        plan(SimConfig(sensors=3, history_s=600, incidents=parse_incidents("leak@-900")))
+        plan(SimConfig(sensors=3, history_s=600, incidents=parse_incidents("leak@-5000")))
     with pytest.raises(SimulationError, match="need --clock live"):
         plan(SimConfig(sensors=3, clock="wall", incidents=parse_incidents("leak@-60")))
     assert parse_duration("6h") == 21600
@@ -547,7 +553,8 @@ class _TimedCollector(Collector):
 def test_live_run_over_the_broker(stack: Any) -> None:
     """A short history over the real broker: past timestamps at natural spacing during catch-up,
     nothing ahead of the wall clock by more than the sim's jitter, no faster than `rate`."""
-    cfg = SimConfig(sensors=6, rate=4, history_s=600, duration_s=4, incidents=())
+    # 10 min of history, so each kind publishes its 64-reading minimum: at 20/s, about 3 s
+    cfg = SimConfig(sensors=6, rate=20, history_s=600, duration_s=5, incidents=())
     lines: list[str] = []
 
     async def main() -> tuple[Any, _TimedCollector, int]:
@@ -567,7 +574,7 @@ def test_live_run_over_the_broker(stack: Any) -> None:
     ids, kinds = np.array(batch.sensor_id), np.array(batch.kind)
     arrived = np.array(col.arrived_ns)
     assert np.all(batch.timestamp_ns <= arrived + max(JITTER_NS.values()))
-    assert np.sum(batch.timestamp_ns < started) >= 2 * (10 + 2 + 1)  # the histories, in the past
+    assert np.sum(batch.timestamp_ns < started) >= 6 * 63  # the histories, in the past
     for sid in set(batch.sensor_id):
         mine = ids == sid
         kind = str(kinds[mine][0])
@@ -576,10 +583,13 @@ def test_live_run_over_the_broker(stack: Any) -> None:
         steps = np.diff(ts) / INTERVAL_NS[kind]
         assert np.all(steps >= 1)
         assert np.all(steps == np.round(steps))
-        # its whole history went out (10 min: 10 water-flow readings, 2 of quality, 1 of energy;
-        # the sensor's clock offset and the second before planning may push the last one to now)
-        assert int(np.sum(ts < started)) >= math.ceil(
-            (600 * 10**9 - JITTER_NS[kind] - 10**9) / INTERVAL_NS[kind]
-        )
+        # its whole history went out: from the simulation's start to now (a dropout may be
+        # missing at either end), at least 64 readings less the odd dropout
+        history_ns = round(cfg.history_of(kind) * 10**9)
+        past = ts[ts < started]
+        slack = INTERVAL_NS[kind] + JITTER_NS[kind] + 10**9
+        assert past[0] <= started - history_ns + slack
+        assert past[-1] >= started - slack
+        assert len(past) >= 64 - 3
         # no faster than `rate`: the run published at most rate x elapsed + 1 readings per sensor
         assert stats.per_sensor[sid] <= cfg.rate * stats.elapsed_s + 1
