@@ -23,6 +23,7 @@ from infrawatch.ingest import broker_admin
 from infrawatch.ingest.publisher import ConnectError, Fleet
 from infrawatch.ingest.simulate import (
     INCIDENT_KIND,
+    MIN_HISTORY_READINGS,
     IncidentRequest,
     Plan,
     SimConfig,
@@ -454,11 +455,11 @@ def live_schedule(p: Plan, until_s: float) -> list[tuple[float, int, int, int]]:
 def test_live_plan_catches_up_at_rate_then_follows_the_clock() -> None:
     cfg = SimConfig(sensors=9, rate=2, history_s=3600, duration_s=2000, incidents=())
     p = plan(cfg, now_ns=NOW_NS)
-    # each kind's history holds at least a feature window: energy's 64 readings are 16 h
+    # each kind's history holds at least a feature window; energy two days (192 readings)
     assert p.sim_start_ns == {
         "water_flow": NOW_NS - 3840 * 10**9,
         "water_quality": NOW_NS - 64 * 300 * 10**9,
-        "energy": NOW_NS - 64 * 900 * 10**9,
+        "energy": NOW_NS - 192 * 900 * 10**9,
     }
     sched = live_schedule(p, 2000)
     for si, s in enumerate(p.slots):
@@ -553,8 +554,8 @@ class _TimedCollector(Collector):
 def test_live_run_over_the_broker(stack: Any) -> None:
     """A short history over the real broker: past timestamps at natural spacing during catch-up,
     nothing ahead of the wall clock by more than the sim's jitter, no faster than `rate`."""
-    # 10 min of history, so each kind publishes its 64-reading minimum: at 20/s, about 3 s
-    cfg = SimConfig(sensors=6, rate=20, history_s=600, duration_s=5, incidents=())
+    # 10 min of history, so each kind publishes its minimum (64 readings, energy 192): at 50/s
+    cfg = SimConfig(sensors=6, rate=50, history_s=600, duration_s=5, incidents=())
     lines: list[str] = []
 
     async def main() -> tuple[Any, _TimedCollector, int]:
@@ -574,7 +575,7 @@ def test_live_run_over_the_broker(stack: Any) -> None:
     ids, kinds = np.array(batch.sensor_id), np.array(batch.kind)
     arrived = np.array(col.arrived_ns)
     assert np.all(batch.timestamp_ns <= arrived + max(JITTER_NS.values()))
-    assert np.sum(batch.timestamp_ns < started) >= 6 * 63  # the histories, in the past
+    assert np.sum(batch.timestamp_ns < started) >= 2 * (63 + 63 + 190)  # the histories, in the past
     for sid in set(batch.sensor_id):
         mine = ids == sid
         kind = str(kinds[mine][0])
@@ -584,12 +585,12 @@ def test_live_run_over_the_broker(stack: Any) -> None:
         assert np.all(steps >= 1)
         assert np.all(steps == np.round(steps))
         # its whole history went out: from the simulation's start to now (a dropout may be
-        # missing at either end), at least 64 readings less the odd dropout
+        # missing at either end), at least its minimum less the odd dropout
         history_ns = round(cfg.history_of(kind) * 10**9)
         past = ts[ts < started]
         slack = INTERVAL_NS[kind] + JITTER_NS[kind] + 10**9
         assert past[0] <= started - history_ns + slack
         assert past[-1] >= started - slack
-        assert len(past) >= 64 - 3
+        assert len(past) >= MIN_HISTORY_READINGS[kind] - 3
         # no faster than `rate`: the run published at most rate x elapsed + 1 readings per sensor
         assert stats.per_sensor[sid] <= cfg.rate * stats.elapsed_s + 1
