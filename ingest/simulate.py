@@ -2,17 +2,25 @@
 
 The readings come from `infrawatch.sim` (deterministic from the seed) on each kind's own sampling
 interval — the one the models were trained on (water flow 60 s, water quality 300 s, energy
-900 s) — and are published faster than that: each sensor publishes `rate` readings per wall-clock
-second, each reading the sensor's next simulated step, stamped with the wall-clock time of its
-slot. So simulated time runs `interval × rate` times faster than the wall clock (at the demo's 0.2
-readings/s, 12× for water flow), which is what lets a leak that grows over hours show up in
-minutes; hour-of-day in the stored timestamps is the wall clock's, not the simulation's.
+900 s). The models' features include the hour of day and the time since the previous reading, so
+how readings are stamped and paced decides whether healthy sensors page. Three clocks:
 
-That mismatch matters to the models, whose features include the time between readings and the
-hour of day: on a wall-clock-stamped run about 15% of healthy water-flow readings and 12% of
-healthy energy readings score HIGH (measured with `train --candidates 1` models). `clock="sim"`
-stamps each reading with the simulated clock instead (start + one kind interval per reading):
-verdicts then match training (about 0.2% and 0.1%), but the stored times run ahead of now.
+- `live` (the default): the simulation starts `history_s` before now (each kind at least
+  MIN_HISTORY_READINGS back). Each sensor first publishes its history — the simulation's own
+  timestamps, in the past, one interval apart — as fast as `rate` readings/s allows, so the
+  workers' feature windows fill with realistic data and dashboards show the last hours; then each
+  reading when its simulated time comes, which now tracks the wall clock (each sensor keeps the
+  simulation's clock offset, under a quarter interval). Reading w of a sensor goes out at
+  max((rank/N + w)/rate, its timestamp − start): never before its time, never faster than `rate`.
+  Measured offline with one `core.Pipeline` (models of /tmp/mtrain, 60 sensors, 2 h live, seeds
+  0-1): healthy readings at HIGH or above 0–0.33% water flow, 0% quality, 0.03–0.18% energy.
+- `wall`: each sensor publishes `rate` readings per wall-clock second, each the sensor's next
+  simulated step, stamped with the time of its slot; simulated time runs `interval × rate` times
+  faster than the clock, which makes the spacing and hour of day unlike training: 1.3–1.8% of
+  healthy water-flow and 12–14% of healthy energy readings score HIGH (same measurement, rate 1).
+- `sim`: paced like `wall` but stamped with the simulated clock (start + one interval per
+  reading): verdicts match training (0–0.4% water flow, 0.1–0.7% energy), but the stored times
+  run ahead of now.
 
 Incidents are planted, not hoped for: for each requested incident the plan simulates a second
 fleet of as many sensors with plenty of incidents, and gives one sensor (keeping its id, zone and
@@ -20,9 +28,14 @@ place) the series of its namesake there, started at the step that puts an incide
 requested type at the requested second. The schedule (every incident on every such sensor in the
 run, with its wall-clock start and end) is known before the first message is sent.
 
-Sensors are paced evenly: sensor k of N publishes reading w at `start + (w·N + k) / (N·rate)` s, so
-the broker sees a smooth N·rate messages/s rather than bursts. Gateways batch their sensors'
-readings of one round into one message per round.
+With `wall` and `sim`, sensors are paced evenly: sensor k of N publishes reading w at
+`start + (w·N + k) / (N·rate)` s, so the broker sees a smooth N·rate messages/s rather than bursts,
+and gateways batch their sensors' readings of one round into one message per round; with `live`,
+a gateway sends what its sensors have due whenever the loop wakes.
+
+With `live`, incident times are seconds from now: the defaults put bursts, contamination and
+energy anomalies a few minutes into the live part, at least five minutes apart (each starts on its
+kind's step), and a leak — it grows over hours — two hours before now, inside the history.
 """
 
 from __future__ import annotations
