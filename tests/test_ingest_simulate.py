@@ -555,7 +555,7 @@ def test_live_run_over_the_broker(stack: Any) -> None:
     """A short history over the real broker: past timestamps at natural spacing during catch-up,
     nothing ahead of the wall clock by more than the sim's jitter, no faster than `rate`."""
     # 10 min of history, so each kind publishes its minimum (64 readings, energy 192): at 50/s
-    cfg = SimConfig(sensors=6, rate=50, history_s=600, duration_s=5, incidents=())
+    cfg = SimConfig(sensors=6, rate=50, history_s=600, duration_s=5, incidents=parse_incidents("burst@-300"))
     lines: list[str] = []
 
     async def main() -> tuple[Any, _TimedCollector, int]:
@@ -569,6 +569,9 @@ def test_live_run_over_the_broker(stack: Any) -> None:
     assert stats.failed == 0
     assert stats.acked == stats.readings == len(col.messages)
     assert "live clock" in lines[0]
+    # the planted burst is in the history: logged as it goes out during the catch-up
+    assert [i.type for i in stats.incidents_started if i.requested] == ["burst"]
+    assert any("incident starts: burst" in line and "in the history" in line for line in lines)
     batch = core.decode([m.payload for m in col.messages], [m.topic for m in col.messages])
     assert batch.errors == []
     assert len(batch) == stats.readings
