@@ -10,22 +10,26 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from tests.utils.mqtt import Collector, PersistentCollector
+from tests.utils.mqtt import Collector, PersistentCollector, Received
 
 from infrawatch import core
 from infrawatch.ingest import broker_admin
 from infrawatch.ingest.publisher import ConnectError, Fleet
 from infrawatch.ingest.simulate import (
     INCIDENT_KIND,
+    MIN_HISTORY_READINGS,
     IncidentRequest,
     Plan,
     SimConfig,
     SimulationError,
+    catch_up_s,
+    parse_duration,
     parse_incidents,
     plan,
     run_simulation,
@@ -54,7 +58,8 @@ def test_parse_incidents() -> None:
         IncidentRequest("contamination", 3.0),
     )
     assert parse_incidents("none") == ()
-    for bad in ("leak", "flood@10", "leak@-1", "leak@ten"):
+    assert parse_incidents("leak@-7200") == (IncidentRequest("leak", -7200.0),)  # live: in the history
+    for bad in ("leak", "flood@10", "leak@--1", "leak@ten"):
         with pytest.raises(SimulationError, match="TYPE@SECONDS"):
             parse_incidents(bad)
 
@@ -72,16 +77,16 @@ def test_config_errors_are_clear() -> None:
 
 # ------------------------------------------------------------------------------ the plan
 def test_plan_is_deterministic_from_the_seed() -> None:
-    cfg = SimConfig(sensors=12, rate=2, duration_s=30, seed=3)
+    cfg = SimConfig(sensors=12, rate=2, duration_s=30, seed=3, clock="wall")
     a, b = plan(cfg), plan(cfg)
     assert schedule_text(a) == schedule_text(b)
     assert [r[1] for r in all_readings(a)] == [r[1] for r in all_readings(b)]
-    other = plan(SimConfig(sensors=12, rate=2, duration_s=30, seed=4))
+    other = plan(SimConfig(sensors=12, rate=2, duration_s=30, seed=4, clock="wall"))
     assert [r[1] for r in all_readings(other)] != [r[1] for r in all_readings(a)]
 
 
 def test_every_payload_decodes_to_the_simulated_reading() -> None:
-    p = plan(SimConfig(sensors=9, rate=2, duration_s=40, site="plant-7", shape="mixed"))
+    p = plan(SimConfig(sensors=9, rate=2, duration_s=40, site="plant-7", shape="mixed", clock="wall"))
     out = all_readings(p)
     payloads, topics = [o[1] for o in out], [o[2] for o in out]
     batch = core.decode(payloads, topics)
@@ -118,7 +123,7 @@ def test_every_payload_decodes_to_the_simulated_reading() -> None:
 
 
 def test_both_payload_shapes_and_pacing() -> None:
-    p = plan(SimConfig(sensors=6, rate=4, duration_s=10, shape="mixed", incidents=()))
+    p = plan(SimConfig(sensors=6, rate=4, duration_s=10, shape="mixed", incidents=(), clock="wall"))
     shapes = {s.sensor.sensor_id: s.nested for s in p.slots}
     assert set(shapes.values()) == {True, False}
     for si, payload, _ in all_readings(p):
@@ -138,7 +143,7 @@ def test_both_payload_shapes_and_pacing() -> None:
 
 def test_planted_incidents_happen_where_the_schedule_says() -> None:
     wanted = parse_incidents("leak@20,burst@30,contamination@25,high_consumption@35,low_consumption@40")
-    cfg = SimConfig(sensors=30, rate=3, duration_s=60, incidents=wanted)
+    cfg = SimConfig(sensors=30, rate=3, duration_s=60, incidents=wanted, clock="wall")
     p = plan(cfg)
     requested = [i for i in p.incidents if i.requested]
     assert sorted((i.type, i.kind) for i in requested) == sorted((r.type, r.kind) for r in wanted)
@@ -164,7 +169,7 @@ def test_planted_incidents_happen_where_the_schedule_says() -> None:
 
 
 def test_default_schedule_has_one_incident_of_each_type() -> None:
-    p = plan(SimConfig(sensors=30, rate=2, duration_s=400))
+    p = plan(SimConfig(sensors=30, rate=2, duration_s=400, clock="wall"))
     assert sorted(i.type for i in p.incidents if i.requested) == sorted(INCIDENT_KIND)
     assert min(i.start_s for i in p.incidents) >= 45  # after the warm-up the models need
     text = schedule_text(p)
@@ -174,7 +179,7 @@ def test_default_schedule_has_one_incident_of_each_type() -> None:
 
 def test_open_ended_runs_repeat_their_cycle() -> None:
     """Until stopped, each sensor's series repeats after `cycle` readings (memory stays bounded)."""
-    p = plan(SimConfig(sensors=3, rate=1, incidents=parse_incidents("leak@100")))
+    p = plan(SimConfig(sensors=3, rate=1, incidents=parse_incidents("leak@100"), clock="wall"))
     assert p.rounds is None
     assert p.total_slots() is None
     first = p.readings([(0, 5), (1, 5), (2, 5)], [START_NS] * 3)
@@ -184,7 +189,7 @@ def test_open_ended_runs_repeat_their_cycle() -> None:
 
 
 def test_gateways_batch_every_sensor_once() -> None:
-    p = plan(SimConfig(sensors=12, rate=1, duration_s=5, gateways=3, incidents=()))
+    p = plan(SimConfig(sensors=12, rate=1, duration_s=5, gateways=3, incidents=(), clock="wall"))
     assert len(p.gateways) == 3
     members = sorted(j for js in p.gateways.values() for j in js)
     assert members == list(range(12))
@@ -196,7 +201,7 @@ def _worker_creds(stack: Any) -> tuple[str, str]:
 
 
 def test_each_sensor_publishes_as_itself(stack: Any) -> None:
-    cfg = SimConfig(sensors=24, rate=5, duration_s=2, incidents=parse_incidents("burst@1"))
+    cfg = SimConfig(sensors=24, rate=5, duration_s=2, incidents=parse_incidents("burst@1"), clock="wall")
 
     async def main() -> tuple[Any, Collector]:
         async with Collector(stack.settings, "infrawatch/#") as col:
@@ -225,7 +230,7 @@ def test_each_sensor_publishes_as_itself(stack: Any) -> None:
 
 
 def test_gateway_batches_over_the_broker(stack: Any) -> None:
-    cfg = SimConfig(sensors=30, rate=4, duration_s=1.5, gateways=2, incidents=())
+    cfg = SimConfig(sensors=30, rate=4, duration_s=1.5, gateways=2, incidents=(), clock="wall")
 
     async def main() -> tuple[Any, Collector]:
         async with Collector(stack.settings, "infrawatch/#") as col:
@@ -314,7 +319,7 @@ def test_run_simulation_stops_on_the_event(stack: Any) -> None:
 def test_nothing_is_lost_across_a_broker_restart(stack: Any) -> None:
     """The broker restarts mid-run: every connection comes back and every reading is delivered
     (QoS 1 is at least once: a reading may arrive twice, never not at all)."""
-    cfg = SimConfig(sensors=30, rate=5, duration_s=4, incidents=())
+    cfg = SimConfig(sensors=30, rate=5, duration_s=4, incidents=(), clock="wall")
 
     async def main() -> Any:
         loop = asyncio.get_running_loop()
@@ -423,3 +428,198 @@ def test_sim_clock_stamps_each_kind_on_its_own_interval() -> None:
         steps = np.diff(ts) / (interval[s.sensor.kind] * 1e9)
         assert np.all(steps >= 1)
         assert np.all(steps == np.round(steps))  # whole intervals (a dropout skips one)
+
+
+# ------------------------------------------------------------------------------ clock="live"
+NOW_NS = 1_800_000_000_000  # ms-aligned "now" for plans (2027-01-15T08:00:00Z)
+NOW_NS *= 1_000_000
+INTERVAL_NS = {
+    k: s * 1_000_000_000 for k, s in {"water_flow": 60, "water_quality": 300, "energy": 900}.items()
+}
+JITTER_NS = {"water_flow": 5 * 10**9, "water_quality": 20 * 10**9, "energy": 30 * 10**9}  # the sim's
+
+
+def live_schedule(p: Plan, until_s: float) -> list[tuple[float, int, int, int]]:
+    """(due s after the run start, slot, reading, stamp) of every reading due by `until_s` of a
+    live plan whose run starts at its `now_ns`, in publishing order."""
+    out = []
+    for si, s in enumerate(p.slots):
+        for w in range(p.cycle_of(s)):
+            due = p.live_due_s(si, w, p.now_ns)
+            if due > until_s:
+                break
+            out.append((due, si, w, p.live_stamp_ns(si, w)))
+    return sorted(out)
+
+
+def test_live_plan_catches_up_at_rate_then_follows_the_clock() -> None:
+    cfg = SimConfig(sensors=9, rate=2, history_s=3600, duration_s=2000, incidents=())
+    p = plan(cfg, now_ns=NOW_NS)
+    # each kind's history holds at least a feature window; energy two days (192 readings)
+    assert p.sim_start_ns == {
+        "water_flow": NOW_NS - 3840 * 10**9,
+        "water_quality": NOW_NS - 64 * 300 * 10**9,
+        "energy": NOW_NS - 192 * 900 * 10**9,
+    }
+    sched = live_schedule(p, 2000)
+    for si, s in enumerate(p.slots):
+        mine = [(due, w, ts) for due, sj, w, ts in sched if sj == si]
+        dues = np.array([m[0] for m in mine])
+        ts = np.array([m[2] for m in mine])
+        kind = s.sensor.kind
+        # natural spacing, the sim's own timestamps: one interval per reading, the sensor's jitter
+        assert np.all(np.diff(ts) == INTERVAL_NS[kind])
+        assert 0 <= ts[0] - p.sim_start_ns[kind] < JITTER_NS[kind]
+        # the history (everything stamped before now) goes first, as fast as `rate` allows
+        history = int(np.sum(ts < NOW_NS))
+        assert history == -int((ts[0] - NOW_NS) // INTERVAL_NS[kind])  # ceil: all steps before now
+        assert np.all(np.diff(dues) >= 1 / cfg.rate - 1e-9)
+        # never published before its own time: nothing is in the future when it is sent
+        assert np.all(ts <= NOW_NS + dues * 1e9 + 1)
+        # once caught up, each reading goes out exactly at its time
+        live = ts >= NOW_NS + 120 * 10**9
+        assert live.any()
+        np.testing.assert_allclose(dues[live], (ts[live] - NOW_NS) / 1e9)
+        # a calm sensor's stamps are its simulated series' timestamps, exactly
+        rows = s.source.rows[s.local, s.offset : s.offset + len(ts)]
+        present = rows >= 0
+        np.testing.assert_array_equal(s.source.data.timestamp_ns[rows[present]], ts[present])
+
+
+def test_live_payloads_decode_with_past_timestamps() -> None:
+    p = plan(SimConfig(sensors=6, rate=2, history_s=1800, duration_s=60, incidents=()), now_ns=NOW_NS)
+    sched = live_schedule(p, 60)
+    out = p.readings([(si, w) for _, si, w, _ in sched], [ts for *_, ts in sched])
+    batch = core.decode([o[1] for o in out], [o[2] for o in out])
+    assert batch.errors == []
+    assert len(batch) == len(out) > 30
+    assert np.all(batch.timestamp_ns < NOW_NS + 60 * 10**9 + max(JITTER_NS.values()))
+    assert np.sum(batch.timestamp_ns < NOW_NS) > 0.8 * len(batch)  # mostly history: 30 min of it
+
+
+def test_live_default_schedule_leak_in_history_others_live_and_apart() -> None:
+    cfg = SimConfig(sensors=60, history_s=6 * 3600)
+    p = plan(cfg, now_ns=NOW_NS)
+    req = sorted((i for i in p.incidents if i.requested), key=lambda i: i.start_s)
+    assert sorted(i.type for i in req) == sorted(INCIDENT_KIND)
+    leak = next(i for i in req if i.type == "leak")
+    assert -3 * 3600 < leak.start_s < 0 < leak.end_s  # grows in the history, still on when live
+    others = [i for i in req if i.type != "leak"]
+    caught_up = catch_up_s(cfg)
+    assert 300 < caught_up < 400  # 6 h of water flow at 1 reading/s: about 6 minutes
+    assert caught_up < others[0].start_s < caught_up + 600  # a few minutes into the live part
+    assert np.all(np.diff([i.start_s for i in others]) >= 300)
+    text = schedule_text(p)
+    assert "in the history" in text
+    assert "6 h before now" in text
+    # each requested incident begins at the host's reading the schedule names (the sim's label)
+    for inc in req:
+        si = next(j for j, s in enumerate(p.slots) if s.sensor.sensor_id == inc.sensor_id)
+        s = p.slots[si]
+        rows = s.source.rows[s.local, s.offset + inc.reading - 1 :]
+        assert rows[0] < 0 or s.source.data.label[rows[0]] == 0  # normal just before
+        row = rows[1:][rows[1:] >= 0][0]  # the first reading sent from there (dropouts send none)
+        assert s.source.data.label_names[s.source.data.label[row]] == inc.type
+        assert inc.start_s == (p.live_stamp_ns(si, inc.reading) - NOW_NS) / 1e9
+
+
+def test_live_config_errors_are_clear() -> None:
+    with pytest.raises(SimulationError, match="catch-up never ends"):
+        SimConfig(rate=0.01)
+    with pytest.raises(SimulationError, match="before the history starts"):
+        plan(SimConfig(sensors=3, history_s=600, incidents=parse_incidents("leak@-5000")))
+    with pytest.raises(SimulationError, match="need --clock live"):
+        plan(SimConfig(sensors=3, clock="wall", incidents=parse_incidents("leak@-60")))
+    assert parse_duration("6h") == 21600
+    assert parse_duration("90m") == 5400
+    assert parse_duration("0") == 0
+    with pytest.raises(SimulationError, match="bad duration"):
+        parse_duration("six hours")
+
+
+class _TimedCollector(Collector):
+    """A Collector that also notes when each message arrived (wall clock, ns)."""
+
+    arrived_ns: list[int]
+
+    async def _run(self) -> None:
+        self.arrived_ns = []
+        async for m in self._client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else str(m.payload).encode()
+            self.arrived_ns.append(time.time_ns())
+            self.messages.append(Received(str(m.topic), payload, m.qos))
+            self._arrived.set()
+
+
+def test_live_run_over_the_broker(stack: Any) -> None:
+    """A short history over the real broker: past timestamps at natural spacing during catch-up,
+    nothing ahead of the wall clock by more than the sim's jitter, no faster than `rate`."""
+    # 10 min of history, so each kind publishes its minimum (64 readings, energy 192): at 50/s
+    cfg = SimConfig(sensors=6, rate=50, history_s=600, duration_s=5, incidents=parse_incidents("burst@-300"))
+    lines: list[str] = []
+
+    async def main() -> tuple[Any, _TimedCollector, int]:
+        async with _TimedCollector(stack.settings, "infrawatch/#") as col:
+            started = time.time_ns()
+            stats = await simulate(stack.settings, cfg, reload=stack.broker.reload, progress=lines.append)
+            await col.wait_for(stats.readings)
+            return stats, col, started
+
+    stats, col, started = asyncio.run(main())
+    assert stats.failed == 0
+    assert stats.acked == stats.readings == len(col.messages)
+    assert "live clock" in lines[0]
+    # the planted burst is in the history: logged as it goes out during the catch-up
+    assert [i.type for i in stats.incidents_started if i.requested] == ["burst"]
+    assert any("incident starts: burst" in line and "in the history" in line for line in lines)
+    batch = core.decode([m.payload for m in col.messages], [m.topic for m in col.messages])
+    assert batch.errors == []
+    assert len(batch) == stats.readings
+    ids, kinds = np.array(batch.sensor_id), np.array(batch.kind)
+    arrived = np.array(col.arrived_ns)
+    assert np.all(batch.timestamp_ns <= arrived + max(JITTER_NS.values()))
+    assert np.sum(batch.timestamp_ns < started) >= 2 * (63 + 63 + 190)  # the histories, in the past
+    for sid in set(batch.sensor_id):
+        mine = ids == sid
+        kind = str(kinds[mine][0])
+        ts = batch.timestamp_ns[mine]
+        assert np.all(batch.timestamp_ns[mine] <= arrived[mine] + JITTER_NS[kind])
+        steps = np.diff(ts) / INTERVAL_NS[kind]
+        assert np.all(steps >= 1)
+        assert np.all(steps == np.round(steps))
+        # its whole history went out: from the simulation's start to now (a dropout may be
+        # missing at either end), at least its minimum less the odd dropout
+        history_ns = round(cfg.history_of(kind) * 10**9)
+        past = ts[ts < started]
+        slack = INTERVAL_NS[kind] + JITTER_NS[kind] + 10**9
+        assert past[0] <= started - history_ns + slack
+        assert past[-1] >= started - slack
+        assert len(past) >= MIN_HISTORY_READINGS[kind] - 3
+        # no faster than `rate`: the run published at most rate x elapsed + 1 readings per sensor
+        assert stats.per_sensor[sid] <= cfg.rate * stats.elapsed_s + 1
+
+
+def test_live_run_through_gateways(stack: Any) -> None:
+    """live through gateways: every reading due goes out in a batch, as the sensor it belongs to."""
+    cfg = SimConfig(sensors=9, rate=100, history_s=600, duration_s=3, gateways=2, incidents=())
+
+    async def main() -> tuple[Any, Collector]:
+        async with Collector(stack.settings, "infrawatch/#") as col:
+            stats = await simulate(stack.settings, cfg, reload=stack.broker.reload)
+            await col.wait_for(stats.messages)
+            return stats, col
+
+    stats, col = asyncio.run(main())
+    assert stats.failed == 0
+    assert {m.topic.split("/")[2] for m in col.messages} == {"gateway"}
+    batch = core.decode([m.payload for m in col.messages], [m.topic for m in col.messages])
+    assert batch.errors == []
+    assert len(batch) == stats.readings == sum(stats.per_sensor.values())
+    ids = np.array(batch.sensor_id)
+    for sid, n in stats.per_sensor.items():
+        ts = batch.timestamp_ns[ids == sid]
+        assert len(ts) == n
+        assert np.all(np.diff(np.sort(ts)) > 0)  # each reading once
+    # each kind's history (64 readings; energy 192) is out in 3 s at 100/s
+    kinds = np.array(batch.kind)
+    assert int(np.sum(kinds == "energy")) >= 3 * (192 - 3)

@@ -233,7 +233,13 @@ def _simulate(args: argparse.Namespace) -> int:
 
     from infrawatch.config import load_settings
     from infrawatch.ingest.publisher import ConnectError
-    from infrawatch.ingest.simulate import SimConfig, SimulationError, parse_incidents, simulate
+    from infrawatch.ingest.simulate import (
+        SimConfig,
+        SimulationError,
+        parse_duration,
+        parse_incidents,
+        simulate,
+    )
 
     try:
         config = SimConfig(
@@ -248,6 +254,7 @@ def _simulate(args: argparse.Namespace) -> int:
             shape=args.shape,
             qos=args.qos,
             clock=args.clock,
+            history_s=parse_duration(args.history),
         )
         settings, credentials = load_settings(), _credentials(args.credentials)
         stats = _until_signalled(
@@ -376,10 +383,12 @@ def build_parser() -> argparse.ArgumentParser:
         "simulate",
         help="a live simulated facility publishing over MQTT, with scheduled incidents",
         description="Publish a simulated facility to the broker (settings: INFRAWATCH_BROKER__*). "
-        "Each sensor publishes --rate readings per second (per sensor, not in total: N sensors send "
-        "N x rate messages/s); each reading is the sensor's next simulated step on its kind's own "
-        "interval (water_flow 60 s, water_quality 300 s, energy 900 s), stamped with the current "
-        "time, so simulated time runs faster than the clock. Sensors publish as themselves "
+        "Readings come on each kind's own interval (water_flow 60 s, water_quality 300 s, energy "
+        "900 s), the cadence the models were trained on. With --clock live (the default) the "
+        "simulation starts --history before now: each sensor first publishes its history (past "
+        "timestamps, natural spacing) at --rate readings/s, so the workers' feature windows and the "
+        "dashboards fill with the last hours, then each reading when its time comes, stamped with "
+        "the simulated clock, which tracks the wall clock. Sensors publish as themselves "
         "(username = sensor id), or through --gateways as JSON-array batches. Missing broker users "
         "are created in the password file and ACL.",
     )
@@ -387,8 +396,13 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument(
         "--rate",
         type=float,
-        default=0.2,
-        help="readings per second per sensor (default 0.2: one every 5 s)",
+        default=1.0,
+        help="readings per second per sensor (not in total: N sensors send up to N x rate messages/s): "
+        "the catch-up speed with --clock live, the publishing speed with wall or sim. Default 1, "
+        "the worker's per-sensor token bucket (INFRAWATCH_WORKER__RATE_PER_S=1, BURST=1): readings "
+        "faster than the bucket are rate-limited (counted, not stored). At exactly the bucket's "
+        "rate with BURST=1, batch-time jitter alone trips it (measured with the worker: 37%% of a "
+        "catch-up refused at --rate 1, 0.7%% at 0.9): give the worker BURST=2 (none refused)",
     )
     si.add_argument("--kinds", default="water_flow,water_quality,energy", help="comma-separated kinds")
     si.add_argument("--site", default="site-01", help="the facility's site name (a topic level)")
@@ -404,17 +418,30 @@ def build_parser() -> argparse.ArgumentParser:
     si.add_argument(
         "--incidents",
         help="TYPE@SECONDS,... planted incidents (types: leak, burst, contamination, "
-        "high_consumption, low_consumption, unusual_pattern) or 'none'; "
-        "default: one of each type of the simulated kinds",
+        "high_consumption, low_consumption, unusual_pattern) or 'none'; seconds from the start (with "
+        "--clock live from now; negative ones fall in the history, e.g. leak@-7200); default: one of "
+        "each type, a few minutes into the live part at least five minutes apart, a leak two hours "
+        "before now (it grows over hours)",
     )
     si.add_argument("--shape", choices=["nested", "flat", "mixed"], default="mixed", help="payload form")
     si.add_argument(
         "--clock",
-        choices=["wall", "sim"],
-        default="wall",
-        help="wall: stamp readings with the time they are sent (live dashboards); sim: with the "
-        "simulated clock from the start (the cadence and time of day the models were trained on, "
-        "so verdicts match training — but the stored times run ahead of now)",
+        choices=["live", "wall", "sim"],
+        default="live",
+        help="live: catch up on --history, then publish each reading at its simulated time, which "
+        "tracks the wall clock (the models' cadence and time of day, nothing in the future); "
+        "wall: --rate readings/s stamped with the time they are sent (simulated time runs faster "
+        "than the clock; the time between readings does not match training, so healthy readings "
+        "raise false alerts); sim: --rate readings/s stamped with the simulated clock from now "
+        "(verdicts match training, but the stored times run ahead of now)",
+    )
+    si.add_argument(
+        "--history",
+        default="6h",
+        help="--clock live: how long before now the simulation starts (e.g. 6h, 90m, 300s, 0); "
+        "default 6h. Unless 0, each kind gets at least what its models need: 64 readings "
+        "(water_flow 64 min, water_quality 5.3 h), energy 192 (48 h). A kind catches up after "
+        "about history / (interval x rate - 1) s (6 h of water_flow at rate 1: about 6 minutes)",
     )
     si.add_argument("--qos", type=int, choices=[0, 1], default=1)
     si.add_argument("--credentials", type=Path, help="JSON {username: password} of existing broker users")
