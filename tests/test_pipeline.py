@@ -400,7 +400,7 @@ def test_event_clock_caps_timestamps_at_receipt() -> None:
 
 
 def test_readings_older_than_the_sensors_newest_take_no_token() -> None:
-    """A redelivered backlog (older than what the sensor already stored) is stored without a
+    """A redelivered backlog (not newer than what the sensor already stored) is stored without a
     verdict, never dropped as rate_limited — the broker's redelivery after a crash loses nothing."""
     topic = telemetry_topic("s", "water_flow", "wf-1")
     pipe = core.Pipeline(window=WINDOW, limiter=core.TokenBucket(1.0, 1.0))
@@ -410,9 +410,11 @@ def test_readings_older_than_the_sensors_newest_take_no_token() -> None:
     out = pipe.process(older, [topic] * 10, T0)
     assert out.count == 10
     assert out.rate_limited == []
-    # the same timestamp again is not older: it is judged by the bucket (no token left: limited)
+    # the newest again (a duplicate) is stored too; a newer reading is judged (no token left)
     again = pipe.process([nested("wf-1", T0 + 10 * 10**9, pressure_bar=3.0, flow_rate_lps=1.0)], [topic], T0)
-    assert again.rate_limited == [0]
+    assert again.rate_limited == []
+    newer = pipe.process([nested("wf-1", T0 + 11 * 10**9, pressure_bar=3.0, flow_rate_lps=1.0)], [topic], T0)
+    assert newer.rate_limited == [0]
 
 
 def test_limit_clock_is_checked() -> None:

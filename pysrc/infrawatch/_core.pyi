@@ -211,7 +211,8 @@ class Pipeline:
     `limit_clock`: the token bucket runs on the batch's time of receipt (`"arrival"`, HTTP ingest)
     or on each reading's own timestamp capped at receipt (`"event"`, the MQTT workers: a backlog
     delivered at once after an outage passes; a runaway sensor does not). Either way a reading
-    older than its sensor's newest takes no token: it is stored without a verdict.
+    not newer than its sensor's newest (a duplicate, late data) takes no token: it is stored
+    without a verdict.
     """
 
     def __new__(

@@ -845,8 +845,8 @@ fn limit_words(out: &mut String, l: &QualityLimit, v: f64) {
 
 /// Per reading, whether the token bucket let it through; the others are reported in `out`.
 ///
-/// A reading older than its sensor's newest is not judged by the bucket (nor takes a token): it
-/// is a redelivery or late data, stored without a verdict (it overwrites itself in InfluxDB).
+/// A reading not newer than its sensor's newest is not judged by the bucket (nor takes a token):
+/// it is a redelivery or late data, stored without a verdict (it overwrites itself in InfluxDB).
 /// Charging it would turn the broker's redelivery after a worker crash into `rate_limited` loss.
 #[inline(never)]
 fn limit_stage(
@@ -863,7 +863,7 @@ fn limit_stage(
             let id = batch.sensor_id(i);
             let ts = batch.timestamp_ns[i];
             let store = &stores[kind_index(batch.kind(i))];
-            if store.newest_ns(id).is_some_and(|newest| ts < newest) {
+            if store.newest_ns(id).is_some_and(|newest| ts <= newest) {
                 continue;
             }
             let now = match clock {
