@@ -180,7 +180,7 @@ class Stack:
                 'last("spooled_batches") AS sp, sum("alerts") AS a FROM "pipeline" '
                 'WHERE time > now() - 30s GROUP BY "worker"'
             )
-            alerts = client.rows('SELECT count("risk") AS n FROM "alert" WHERE time > now() - 1h')
+            alerts = client.rows('SELECT count("risk") AS n FROM "alert" WHERE time > now() - 24h')
         except influx_admin.InfluxError as e:
             return f"status unavailable: {e}"
         written = sum(r.get("w") or 0 for r in rows)
@@ -190,7 +190,7 @@ class Stack:
         n_alerts = alerts[0]["n"] if alerts else 0
         alive = sum(1 for n, p in self.children.items() if n.startswith("worker") and p.poll() is None)
         return (
-            f"{written / 30:8.1f} readings/s | alerts (1 h) {n_alerts:5d} | spool {spooled:4d} batches | "
+            f"{written / 30:8.1f} readings/s | alerts (24 h) {n_alerts:5d} | spool {spooled:4d} batches | "
             f"dead letters (30 s) {dead:4d} | rate-limited {limited:4d} | workers {alive}/{self.opts.workers}"
         )
 
