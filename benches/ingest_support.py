@@ -11,12 +11,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import multiprocessing
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, TypeVar
+
+import httpx
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
 
 SECOND = 10**9
 T = TypeVar("T")
@@ -58,7 +63,9 @@ def gateway_messages(
     out = []
     for k in range(batches):
         ts = t0 + k * step_ns
-        out.append((topic, json.dumps([{**reading(s, ts, k), "kind": "water_flow"} for s in sensors]).encode()))
+        out.append(
+            (topic, json.dumps([{**reading(s, ts, k), "kind": "water_flow"} for s in sensors]).encode())
+        )
     return out
 
 
@@ -67,8 +74,9 @@ class Plan:
     """What one publisher process sends: each user's messages, built in the child before `go`.
 
     shape "single": every user is a sensor publishing `steps` messages; "gateway": every user is a
-    gateway publishing `steps` batches of `per_gateway` readings; "paced": sensors publishing
-    single readings round-robin at `rate` messages/s in total, each stamped with its publish time.
+    gateway publishing `steps` batches of `per_gateway` readings; "paced" / "paced-gateway":
+    `steps` messages in all, round-robin over the users at `rate` messages/s, each reading stamped
+    with its publish time.
     """
 
     shape: str
@@ -94,30 +102,15 @@ class Plan:
 # ---------------------------------------------------------------------------- publisher process
 def publisher_main(conn: Connection, host: str, port: int, plan: Plan) -> None:
     """Child process: connect one paho client per user, say "ready", wait for "go", publish every
-    message with QoS 1, wait for every PUBACK, send back (first publish ns, last PUBACK ns, count)."""
-    import paho.mqtt.client as paho
-
+    message with QoS 1, wait for every PUBACK, send back (first publish ns, last publish call ns,
+    last PUBACK ns, count)."""
     per_user = plan.messages()
-    clients: list[Any] = []
     acked = [0] * len(plan.users)
     last_ack = [0] * len(plan.users)
-
-    def on_publish(i: int) -> Callable[..., None]:
-        def cb(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
-            acked[i] += 1
-            last_ack[i] = time.time_ns()
-
-        return cb
-
-    for i, (user, password) in enumerate(plan.users):
-        c = paho.Client(paho.CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{user}", protocol=paho.MQTTv311)
-        c.username_pw_set(user, password)
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.on_publish = on_publish(i)
-        c.connect(host, port, keepalive=60)
-        c.loop_start()
-        clients.append(c)
+    clients = [
+        _connect(host, port, user, password, i, acked, last_ack)
+        for i, (user, password) in enumerate(plan.users)
+    ]
     deadline = time.monotonic() + 20
     while not all(c.is_connected() for c in clients):
         if time.monotonic() > deadline:
@@ -127,30 +120,10 @@ def publisher_main(conn: Connection, host: str, port: int, plan: Plan) -> None:
     conn.send(("ready",))
     conn.recv()  # go
     first = time.time_ns()
-    sent = [0] * len(plan.users)
-    if plan.shape == "paced":
-        sensors = [u for u, _ in plan.users]
-        topics = [f"infrawatch/{plan.site}/water_flow/{s}/telemetry" for s in sensors]
-        n_total = plan.steps
-        start = time.perf_counter()
-        for k in range(n_total):
-            due = start + k / plan.rate
-            delay = due - time.perf_counter()
-            if delay > 0.0005:
-                time.sleep(delay)
-            i = k % len(clients)
-            ts = time.time_ns()
-            clients[i].publish(topics[i], json.dumps(reading(sensors[i], ts, k)).encode(), qos=1)
-            sent[i] += 1
+    if plan.shape in ("paced", "paced-gateway"):
+        sent = _publish_paced(clients, plan)
     else:
-        # round robin over the connections, so they all stay busy
-        longest = max(len(m) for m in per_user)
-        for k in range(longest):
-            for i, msgs in enumerate(per_user):
-                if k < len(msgs):
-                    topic, payload = msgs[k]
-                    clients[i].publish(topic, payload, qos=1)
-                    sent[i] += 1
+        sent = _publish_all(clients, per_user)
     published = time.time_ns()
     while any(a < s for a, s in zip(acked, sent, strict=True)):
         time.sleep(0.001)
@@ -160,13 +133,69 @@ def publisher_main(conn: Connection, host: str, port: int, plan: Plan) -> None:
     conn.send(("done", first, published, max(last_ack), sum(sent)))
 
 
+def _connect(
+    host: str, port: int, user: str, password: str, i: int, acked: list[int], last: list[int]
+) -> paho.Client:
+    def on_publish(_c: Any, _u: Any, _mid: int, _rc: Any, _p: Any) -> None:
+        acked[i] += 1
+        last[i] = time.time_ns()
+
+    c = paho.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{user}", protocol=paho.MQTTv311)
+    c.username_pw_set(user, password)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.on_publish = on_publish
+    c.connect(host, port, keepalive=60)
+    c.loop_start()
+    return c
+
+
+def _publish_all(clients: list[paho.Client], per_user: list[list[tuple[str, bytes]]]) -> list[int]:
+    """Pre-built messages, round robin over the connections so they all stay busy."""
+    sent = [0] * len(clients)
+    for k in range(max(len(m) for m in per_user)):
+        for i, msgs in enumerate(per_user):
+            if k < len(msgs):
+                topic, payload = msgs[k]
+                clients[i].publish(topic, payload, qos=1)
+                sent[i] += 1
+    return sent
+
+
+def _publish_paced(clients: list[paho.Client], plan: Plan) -> list[int]:
+    """`plan.steps` messages at `plan.rate` per second, round robin, stamped when sent."""
+    gateway = plan.shape == "paced-gateway"
+    users = [u for u, _ in plan.users]
+    if gateway:
+        topics = [f"infrawatch/{plan.site}/gateway/{g}/batch" for g in users]
+        members = [gateway_sensors(g, plan.per_gateway) for g in users]
+    else:
+        topics = [f"infrawatch/{plan.site}/water_flow/{s}/telemetry" for s in users]
+    sent = [0] * len(clients)
+    start = time.perf_counter()
+    for k in range(plan.steps):
+        delay = start + k / plan.rate - time.perf_counter()
+        if delay > 0.0005:
+            time.sleep(delay)
+        i = k % len(clients)
+        # stamped as late as possible: the reading's timestamp is its publish time
+        ts = time.time_ns()
+        if gateway:
+            body: Any = [{**reading(s, ts, k), "kind": "water_flow"} for s in members[i]]
+        else:
+            body = reading(users[i], ts, k)
+        clients[i].publish(topics[i], json.dumps(body).encode(), qos=1)
+        sent[i] += 1
+    return sent
+
+
 # ---------------------------------------------------------------------------- latency poller process
-def poller_main(conn: Connection, url: str, db: str, user: str, password: str, site: str, interval_s: float) -> None:
+def poller_main(
+    conn: Connection, url: str, db: str, user: str, password: str, site: str, interval_s: float
+) -> None:
     """Child process: every `interval_s`, ask InfluxDB for the readings of `site` stored since
     shortly before the newest one seen, and note when each timestamp first appears. On "stop",
     send back ({timestamp ns: first seen ns}, query durations in ms)."""
-    import httpx
-
     seen: dict[int, int] = {}
     query_ms: list[float] = []
     newest = 0
@@ -176,7 +205,7 @@ def poller_main(conn: Connection, url: str, db: str, user: str, password: str, s
         conn.send(("ready",))
         while not conn.poll(interval_s):
             since = max(0, newest - lookback)
-            q = f"SELECT \"flow_rate_lps\" FROM \"reading\" WHERE \"site\" = '{site}' AND time >= {since}"
+            q = f'SELECT "flow_rate_lps" FROM "reading" WHERE "site" = \'{site}\' AND time >= {since}'
             t = time.perf_counter()
             r = http.get("/query", params={"db": db, "q": q, "epoch": "ns"})
             now = time.time_ns()
@@ -229,8 +258,6 @@ class Child:
     """A spawned helper process and its pipe; it reports "ready" before it is told to go."""
 
     def __init__(self, target: Callable[..., None], *args: Any) -> None:
-        import multiprocessing
-
         ctx = multiprocessing.get_context("spawn")
         self.conn, child = ctx.Pipe()
         self.proc = ctx.Process(target=target, args=(child, *args), daemon=True)
