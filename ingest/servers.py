@@ -227,8 +227,17 @@ class BrokerServer(_Process):
         self.config_path.write_text(conf)
         return [_binary("mosquitto"), "-c", str(self.config_path)]
 
+    @property
+    def pid_file(self) -> Path:
+        """Holds the running broker's pid: `infrawatch broker|simulate --pid-file` SIGHUP it."""
+        return self.data_dir / "mosquitto.pid"
+
     def _ready(self) -> bool:
-        return _port_open(self.host, self.port)
+        if not _port_open(self.host, self.port):
+            return False
+        if self.proc is not None:
+            self.pid_file.write_text(f"{self.proc.pid}\n")
+        return True
 
     def reload(self) -> None:
         """Re-read the password file and ACL (SIGHUP); connected clients stay connected."""

@@ -162,7 +162,7 @@ class Stack:
         self.say(f"{n} worker(s) started (logs in {self.logs})")
 
     def start_simulator(self) -> None:
-        args = ["simulate", "--sensors", str(self.opts.sensors)]
+        args = ["simulate", "--sensors", str(self.opts.sensors), "--pid-file", str(self.broker.pid_file)]
         if self.opts.rate is not None:
             args += ["--rate", str(self.opts.rate)]
         if self.opts.gateways:
@@ -172,12 +172,13 @@ class Stack:
 
     # ------------------------------------------------------------------ status
     def status_line(self, client: influx_admin.InfluxClient) -> str:
-        """Readings/s, alerts, spool and dead letters over the last 10 s, from the workers' stats."""
+        """Readings/s, alerts, spool and dead letters over the last 30 s, from the `pipeline`
+        points each worker writes every 10 s."""
         try:
             rows = client.rows(
                 'SELECT sum("written") AS w, sum("dead_letter") AS d, sum("rate_limited") AS r, '
                 'last("spooled_batches") AS sp, sum("alerts") AS a FROM "pipeline" '
-                'WHERE time > now() - 10s GROUP BY "worker"'
+                'WHERE time > now() - 30s GROUP BY "worker"'
             )
             alerts = client.rows('SELECT count("risk") AS n FROM "alert" WHERE time > now() - 1h')
         except influx_admin.InfluxError as e:
@@ -189,8 +190,8 @@ class Stack:
         n_alerts = alerts[0]["n"] if alerts else 0
         alive = sum(1 for n, p in self.children.items() if n.startswith("worker") and p.poll() is None)
         return (
-            f"{written / 10:8.0f} readings/s | alerts (1 h) {n_alerts:5d} | spool {spooled:4d} batches | "
-            f"dead letters (10 s) {dead:4d} | rate-limited {limited:4d} | workers {alive}/{self.opts.workers}"
+            f"{written / 30:8.1f} readings/s | alerts (1 h) {n_alerts:5d} | spool {spooled:4d} batches | "
+            f"dead letters (30 s) {dead:4d} | rate-limited {limited:4d} | workers {alive}/{self.opts.workers}"
         )
 
     def watch(self) -> None:

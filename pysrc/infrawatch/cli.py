@@ -186,6 +186,110 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def _credentials(path: Path | None) -> dict[str, str] | None:
+    """An existing password store: a JSON object of broker username → password."""
+    if path is None:
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise CliError(f"cannot read credentials {path}: {e}") from e
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise CliError(f"{path} must hold a JSON object of username → password")
+    return {str(k): v for k, v in data.items()}
+
+
+def _reloader(pid_file: Path | None) -> Any:
+    if pid_file is None:
+        return lambda: _say(
+            "new broker users written; a running broker needs SIGHUP to know them "
+            "(pass --pid-file, or `kill -HUP` it); connecting retries meanwhile"
+        )
+    from infrawatch.ingest import broker_admin
+
+    def reload() -> None:
+        if not broker_admin.reload_broker(pid_file):
+            _say(f"could not signal the broker through {pid_file}")
+
+    return reload
+
+
+def _until_signalled(run: Any) -> Any:
+    """Run `run(stop)` on a new event loop; Ctrl-C or SIGTERM sets `stop` (a clean end, drained)."""
+    import asyncio
+    import signal
+
+    async def main() -> Any:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        return await run(stop)
+
+    return asyncio.run(main())
+
+
+def _simulate(args: argparse.Namespace) -> int:
+
+    from infrawatch.config import load_settings
+    from infrawatch.ingest.publisher import ConnectError
+    from infrawatch.ingest.simulate import SimConfig, SimulationError, parse_incidents, simulate
+
+    try:
+        config = SimConfig(
+            sensors=args.sensors,
+            rate=args.rate,
+            kinds=tuple(k.strip() for k in args.kinds.split(",") if k.strip()),
+            site=args.site,
+            gateways=args.gateways,
+            seed=args.seed,
+            duration_s=args.duration,
+            incidents=None if args.incidents is None else parse_incidents(args.incidents),
+            shape=args.shape,
+            qos=args.qos,
+            clock=args.clock,
+        )
+        settings, credentials = load_settings(), _credentials(args.credentials)
+        stats = _until_signalled(
+            lambda stop: simulate(
+                settings,
+                config,
+                stop=stop,
+                credentials=credentials,
+                reload=_reloader(args.pid_file),
+                progress=_say,
+            )
+        )
+    except (SimulationError, ConnectError) as e:
+        raise CliError(str(e)) from e
+    return 0 if stats.failed == 0 else 1
+
+
+def _replay(args: argparse.Namespace) -> int:
+    from infrawatch.config import load_settings
+    from infrawatch.ingest.publisher import ConnectError
+    from infrawatch.ingest.replay import ReplayConfig, ReplayError, load, merge, replay
+
+    try:
+        config = ReplayConfig(speed=args.speed, kind=args.kind, limit=args.limit, qos=args.qos)
+        settings, credentials = load_settings(), _credentials(args.credentials)
+        data = merge(load(args.path, config.kind), config.limit)
+        stats = _until_signalled(
+            lambda stop: replay(
+                settings,
+                data,
+                config,
+                stop=stop,
+                credentials=credentials,
+                reload=_reloader(args.pid_file),
+                progress=_say,
+            )
+        )
+    except (ReplayError, ConnectError) as e:
+        raise CliError(str(e)) from e
+    return 0 if stats.failed == 0 else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="infrawatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -267,6 +371,70 @@ def build_parser() -> argparse.ArgumentParser:
     )
     w.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     w.set_defaults(func=_worker)
+
+    si = sub.add_parser(
+        "simulate",
+        help="a live simulated facility publishing over MQTT, with scheduled incidents",
+        description="Publish a simulated facility to the broker (settings: INFRAWATCH_BROKER__*). "
+        "Each sensor publishes --rate readings per second (per sensor, not in total: N sensors send "
+        "N x rate messages/s); each reading is the sensor's next simulated step on its kind's own "
+        "interval (water_flow 60 s, water_quality 300 s, energy 900 s), stamped with the current "
+        "time, so simulated time runs faster than the clock. Sensors publish as themselves "
+        "(username = sensor id), or through --gateways as JSON-array batches. Missing broker users "
+        "are created in the password file and ACL.",
+    )
+    si.add_argument("--sensors", type=_positive_int, default=300, help="sensors in all, split over the kinds")
+    si.add_argument(
+        "--rate",
+        type=float,
+        default=0.2,
+        help="readings per second per sensor (default 0.2: one every 5 s)",
+    )
+    si.add_argument("--kinds", default="water_flow,water_quality,energy", help="comma-separated kinds")
+    si.add_argument("--site", default="site-01", help="the facility's site name (a topic level)")
+    si.add_argument(
+        "--gateways",
+        type=int,
+        default=0,
+        help="publish through this many gateways (batches to infrawatch/SITE/gateway/ID/batch); "
+        "0 = one connection per sensor",
+    )
+    si.add_argument("--seed", type=int, default=0, help="the simulation is deterministic from it")
+    si.add_argument("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
+    si.add_argument(
+        "--incidents",
+        help="TYPE@SECONDS,... planted incidents (types: leak, burst, contamination, "
+        "high_consumption, low_consumption, unusual_pattern) or 'none'; "
+        "default: one of each type of the simulated kinds",
+    )
+    si.add_argument("--shape", choices=["nested", "flat", "mixed"], default="mixed", help="payload form")
+    si.add_argument(
+        "--clock",
+        choices=["wall", "sim"],
+        default="wall",
+        help="wall: stamp readings with the time they are sent (live dashboards); sim: with the "
+        "simulated clock from the start (the cadence and time of day the models were trained on, "
+        "so verdicts match training — but the stored times run ahead of now)",
+    )
+    si.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    si.add_argument("--credentials", type=Path, help="JSON {username: password} of existing broker users")
+    si.add_argument("--pid-file", type=Path, help="SIGHUP the broker with this pid file after adding users")
+    si.set_defaults(func=_simulate)
+
+    rp = sub.add_parser(
+        "replay",
+        help="replay a real data set through the broker, each reading as its sensor",
+        description="Publish a data set from ../shared/data (GECCO, BattLeDIM, LEAD, NAB) as its sensors, "
+        "original timestamps in the payloads, at --speed times real time.",
+    )
+    rp.add_argument("path", type=Path, help="a data set folder or CSV, or a folder of data sets with --kind")
+    rp.add_argument("--speed", type=float, default=1.0, help="times real time; 0 = as fast as possible")
+    rp.add_argument("--kind", choices=["water_flow", "water_quality", "energy"])
+    rp.add_argument("--limit", type=_positive_int, help="only the first N readings")
+    rp.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    rp.add_argument("--credentials", type=Path, help="JSON {username: password} of existing broker users")
+    rp.add_argument("--pid-file", type=Path, help="SIGHUP the broker with this pid file after adding users")
+    rp.set_defaults(func=_replay)
 
     from infrawatch.ingest import commands as ingest_commands
 

@@ -107,6 +107,7 @@ impl Ensemble {
         let w = self.info.width;
         flat.contributions_column(x, slot, out, || {
             flat::paths(
+                flat,
                 &self.trees,
                 nodes,
                 &self.leaf_values,

@@ -86,6 +86,8 @@ pub(crate) struct Flat {
     bias: Vec<f64>,
     /// Forests and isolation forests divide sums by the tree count.
     divide: Option<f64>,
+    /// Per node: its compact id (leaves `!leaf index`), to build the edge table of `Paths`.
+    compact: Vec<i32>,
 }
 
 /// The smallest float32 above `t` (`t` not NaN, not +inf).
@@ -160,6 +162,7 @@ pub(crate) fn build(
         bias: init.map_or_else(|| vec![0.0; n_out], <[f64]>::to_vec),
         divide,
         pad: 0,
+        compact: Vec::with_capacity(n_total),
     };
     #[allow(clippy::cast_possible_truncation)]
     let off = |i: usize| (i * NODE) as u32;
@@ -172,6 +175,7 @@ pub(crate) fn build(
         let mut first = true;
         while let Some((c, parent)) = stack.pop() {
             let me = f.nodes.len();
+            f.compact.push(c);
             if first {
                 f.roots.push(off(me));
                 first = false;
@@ -221,6 +225,7 @@ pub(crate) fn build(
     // the spare leaf (leaf index 0: a valid index, its value is never used)
     let me = f.nodes.len();
     f.pad = off(me);
+    f.compact.push(-1);
     f.nodes.push(FNode {
         thr: f32::NEG_INFINITY,
         feat: f.zero_col,
@@ -317,7 +322,84 @@ unsafe fn walk_rows<const L: usize>(
             let v = xr.add(n.feat as usize + 4 * k).cast::<f32>().read();
             step(nodes, root, v)
         });
-        walk_on::<L, 4>(nodes, offs, depth - 1, xr)
+        walk_rows_on::<L>(nodes, offs, depth - 1, xr)
+    }
+}
+
+/// Total steps of a walk after which [`walk_rows_on`] checks whether the step moved any lane.
+/// Two checks: on the pipeline benchmark's depth-12 forests (mean leaf depth 8.2, but a group
+/// of 11 rows ends only at its deepest row) they cut the walks' time by ~5% even though the
+/// sums add instructions; checking every level costs more than it saves.
+const EXIT_CHECKS: [u32; 2] = [6, 9];
+
+/// The loop of [`walk_rows`] after its first step (`depth` more steps), stopping early once a
+/// step leaves every lane where it was: a step moves every walk not yet on its leaf, and never
+/// backwards (children follow their parent in pre-order), so an unchanged sum of the offsets
+/// means every lane is on its leaf. Trees are as deep as their deepest leaf while most rows end
+/// well above it; the sums cost a fifth of a step, hence only a few checks.
+///
+/// # Safety
+/// As [`walk`].
+#[inline(always)]
+unsafe fn walk_rows_on<const L: usize>(
+    nodes: *const u8,
+    mut offs: [usize; L],
+    depth: u32,
+    xr: *const u8,
+) -> [usize; L] {
+    let mut done = 1; // steps taken
+    let total = depth + 1;
+    // SAFETY (of the walks): the contract.
+    for c in EXIT_CHECKS {
+        if c >= total {
+            break;
+        }
+        offs = unsafe { walk_on::<L, 4>(nodes, offs, c - 1 - done, xr) };
+        let pre: usize = offs.iter().sum();
+        offs = unsafe { walk_on::<L, 4>(nodes, offs, 1, xr) };
+        done = c;
+        if offs.iter().sum::<usize>() == pre {
+            return offs;
+        }
+    }
+    unsafe { walk_on::<L, 4>(nodes, offs, total - done, xr) }
+}
+
+/// Rows walked together by [`walk_credit`] (it needs three more registers than [`walk`]).
+const CREDIT_LANES: usize = 8;
+
+/// `L` lock-step walks of rows (lane `k` at displacement `4k`) through one tree from `root`,
+/// adding at each step the edge it takes (`Paths::edges`) into row `k` of `ob` (rows of
+/// `stride` values). A leaf's self-jump credits a zero step to feature 0 (+0.0 leaves a sum
+/// that started at +0.0 unchanged).
+///
+/// # Safety
+/// As [`walk`]; `edges` holds two [`PathStep`]s per node of `nodes`, whose features are all
+/// < `stride`, and `ob` holds `L` rows of `stride` values.
+#[inline(always)]
+unsafe fn walk_credit<const L: usize>(
+    nodes: *const u8,
+    edges: *const u8,
+    root: u32,
+    depth: u32,
+    xr: *const u8,
+    ob: *mut f64,
+    stride: usize,
+) {
+    let mut offs = [root as usize; L];
+    for _ in 0..depth {
+        for (k, o) in offs.iter_mut().enumerate() {
+            // SAFETY: the contract; the edge of node o in direction d is at byte 2·o + 16·d.
+            unsafe {
+                let n = &*nodes.add(*o).cast::<FNode>();
+                let v = xr.add(n.feat as usize + 4 * k).cast::<f32>().read();
+                let r = step(nodes, *o, v);
+                let jumped = usize::from(r != *o + NODE);
+                let e = &*edges.add(2 * *o + 16 * jumped).cast::<PathStep>();
+                *ob.add(k * stride + e.feature as usize) += e.delta;
+                *o = r;
+            }
+        }
     }
 }
 
@@ -490,9 +572,10 @@ impl Flat {
 
     /// Saabas contributions of rows `x` to accumulated output slot `col`, row-major
     /// n_rows × (n_features + 1), bias last; divided by the tree count for forests. The rows
-    /// are walked like [`Self::accumulate`]; each leaf's root path (precomputed by `paths`,
-    /// once per output) is then added in path order, so every row's sums are in the one-row
-    /// walk's order and bit-identical to it.
+    /// are walked like [`Self::accumulate`], groups of rows crediting each edge as they take it
+    /// (`Paths::edges`), single rows adding their leaf's root path (`Paths::steps`); both are
+    /// built by `paths`, once per output, and add in root-to-leaf order, so every row's sums are
+    /// in the one-row walk's order and bit-identical to it.
     pub fn contributions_column(
         &self,
         x: &[f64],
@@ -553,88 +636,41 @@ impl Flat {
         }
     }
 
-    /// [`Self::add_path`] of leaves `ls[k]` of covering tree `i` into rows `k` of `ob`
-    /// (rows of n_features + 1 values), step by step across the rows: each row's additions stay
-    /// in its path order (the same sums, bit for bit), while the rows' chains of dependent
-    /// additions through memory overlap instead of running one after another.
-    #[inline(always)]
-    fn add_paths(p: &Paths, i: usize, ls: &[u32], ob: &mut [f64]) {
-        let pt = &p.trees[i];
-        let d = pt.stride as usize;
-        let nf = p.nf;
-        let n = ls.len();
-        assert!(n <= LANES && ob.len() >= n * (nf + 1));
-        let mut starts = [0usize; LANES];
-        for (s, &l) in starts.iter_mut().zip(ls) {
-            *s = pt.base + (l - pt.leaf_start) as usize * d;
-            assert!(*s + d <= p.steps.len());
-        }
-        let (steps, o) = (p.steps.as_ptr(), ob.as_mut_ptr());
-        for j in 0..d {
-            for (k, &s) in starts[..n].iter().enumerate() {
-                // SAFETY: s + j < s + d ≤ steps.len() (asserted); every step's feature is
-                // < n_features (as in add_path) and row k < n, so the slot is inside ob
-                // (asserted).
-                unsafe {
-                    let st = &*steps.add(s + j);
-                    *o.add(k * (nf + 1) + st.feature as usize) += st.delta;
-                }
-            }
-        }
-    }
-
-    /// Hint the cache to load the root path of leaf `l` of covering tree `i` (no effect on
-    /// results; out-of-range addresses are never formed).
-    #[inline(always)]
-    fn prefetch_path(p: &Paths, i: usize, l: u32) {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
-            let pt = &p.trees[i];
-            let d = pt.stride as usize;
-            let start = pt.base + (l - pt.leaf_start) as usize * d;
-            if let Some(steps) = p.steps.get(start..start + d) {
-                // one hint per cache line of the path (a step is 16 bytes: 4 per line)
-                for st in steps.iter().step_by(4) {
-                    // SAFETY: a prefetch of a valid reference's address has no effect beyond
-                    // the cache.
-                    unsafe { _mm_prefetch::<_MM_HINT_T0>(std::ptr::from_ref(st).cast()) };
-                }
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = (p, i, l);
-    }
-
-    /// Covering trees outer, groups of `LANES` rows inner.
+    /// Covering trees outer, groups of `CREDIT_LANES` rows inner (the rows past the last full
+    /// group one at a time).
     fn contrib_block_by_rows(&self, xt: &[f32], nb: usize, p: &Paths, ob: &mut [f64]) {
         let nf = self.nf;
         let nodes = self.nodes.as_ptr().cast::<u8>();
         assert!(xt.len() >= (2 * nf + 1) * self.block && nb <= self.block);
-        // The path table is far larger than the caches and each leaf's path is a random place
-        // in it: a group's paths are requested when its walk ends and added after the next
-        // group's walk (one group behind, so every row still gets its trees in order).
-        let mut pending: Option<(usize, usize, [u32; LANES], usize)> = None;
-        for (i, pt) in p.trees.iter().enumerate() {
+        // Each step credits its edge as the walk takes it (root to leaf: the path table's order,
+        // so the same sums bit for bit), reading a per-node table laid out like the nodes
+        // instead of a leaf's path from a table far larger than the caches.
+        let edges = p.edges.as_ptr().cast::<u8>();
+        assert!(p.edges.len() == 2 * self.nodes.len() && p.nf == nf);
+        let full = nb / CREDIT_LANES * CREDIT_LANES;
+        assert!(ob.len() >= nb * (nf + 1));
+        for pt in &p.trees {
             let t = pt.tree as usize;
             let (root, depth) = (self.roots[t], self.depth[t]);
-            for g in (0..nb).step_by(LANES) {
-                // SAFETY: as in block_by_rows (lanes past nb are dropped below).
-                let leaf =
-                    unsafe { walk_rows::<LANES>(nodes, root, depth, xt.as_ptr().add(g).cast()) };
-                let lanes = LANES.min(nb - g);
-                let mut ls = [0u32; LANES];
-                for (l, &lo) in ls.iter_mut().zip(&leaf[..lanes]) {
-                    *l = self.nodes[lo / NODE].leaf;
-                    Self::prefetch_path(p, i, *l);
-                }
-                if let Some((pi, pg, pls, pn)) = pending.replace((i, g, ls, lanes)) {
-                    Self::add_paths(p, pi, &pls[..pn], &mut ob[pg * (nf + 1)..]);
+            for g in (0..full).step_by(CREDIT_LANES) {
+                // SAFETY: as in block_by_rows, rows g.. g + CREDIT_LANES ≤ nb ≤ block; edges
+                // holds two steps per node (asserted), each with a feature < n_features (as in
+                // add_path), so every credited slot is in rows g.. of ob (asserted).
+                unsafe {
+                    walk_credit::<CREDIT_LANES>(
+                        nodes,
+                        edges,
+                        root,
+                        depth,
+                        xt.as_ptr().add(g).cast(),
+                        ob.as_mut_ptr().add(g * (nf + 1)),
+                        nf + 1,
+                    );
                 }
             }
         }
-        if let Some((pi, pg, pls, pn)) = pending {
-            Self::add_paths(p, pi, &pls[..pn], &mut ob[pg * (nf + 1)..]);
+        for r in full..nb {
+            self.contrib_row_by_trees(xt, r, p, &mut ob[r * (nf + 1)..][..nf]);
         }
     }
 
@@ -677,6 +713,10 @@ pub(crate) struct Paths {
     trees: Vec<PathTree>,
     /// Per covering tree, per leaf (in leaf index order): `stride` steps.
     steps: Vec<PathStep>,
+    /// Per node of the scoring layout, the step a walk credits when it leaves the node: to the
+    /// next node, then to the jump child (zero steps for leaves and for nodes of trees that do
+    /// not cover the output). Node byte offset `o`, direction `d`: byte offset `2·o + 16·d`.
+    edges: Vec<PathStep>,
     nf: usize,
 }
 
@@ -696,6 +736,7 @@ struct PathTree {
 /// one-row walk's terms, in its order).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn paths(
+    flat: &Flat,
     trees: &[TreeMeta],
     nodes: &[Node<f32>],
     leaf_values: &[f64],
@@ -712,9 +753,14 @@ pub(crate) fn paths(
             leaf_values[(!c) as usize * width + k]
         }
     };
+    let zero = PathStep {
+        delta: 0.0,
+        feature: 0,
+    };
     let mut p = Paths {
         trees: Vec::new(),
         steps: Vec::new(),
+        edges: vec![zero; 2 * flat.nodes.len()],
         nf: n_features,
     };
     for (ti, t) in trees.iter().enumerate() {
@@ -733,10 +779,30 @@ pub(crate) fn paths(
             stride: stride as u32,
             base,
         });
-        let zero = PathStep {
-            delta: 0.0,
-            feature: 0,
-        };
+        // the edges of this tree's nodes (pre-order, contiguous from its root)
+        let first = flat.roots[ti] as usize / NODE;
+        let end = flat
+            .roots
+            .get(ti + 1)
+            .map_or(flat.pad as usize / NODE, |&r| r as usize / NODE);
+        for i in first..end {
+            let c = flat.compact[i];
+            if c < 0 {
+                continue;
+            }
+            let n = nodes[c as usize];
+            let feature = u64::from(n.feature & !MISSING_LEFT);
+            // the next node is the child NaN goes to (as `build` lays them out)
+            let (next, jump) = if n.feature & MISSING_LEFT != 0 {
+                (n.left, n.right)
+            } else {
+                (n.right, n.left)
+            };
+            for (d, child) in [next, jump].into_iter().enumerate() {
+                let delta = scale * (value(child, k) - value(c, k));
+                p.edges[2 * i + d] = PathStep { delta, feature };
+            }
+        }
         p.steps
             .resize(base + (t.leaf_end - t.leaf_start) as usize * stride, zero);
         // depth first, keeping the current root path: (node, steps above it, step into it)
