@@ -21,6 +21,7 @@ dropping is not what is measured here.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import itertools
 import time
 from collections.abc import Iterator
@@ -52,7 +53,7 @@ from infrawatch.config import Settings
 from infrawatch.detection.registry import ModelRegistry
 from infrawatch.ingest import broker_admin
 from infrawatch.ingest.influx_admin import InfluxClient
-from infrawatch.ingest.mqtt import GATEWAY, SESSION_EXPIRY_S, TELEMETRY
+from infrawatch.ingest.mqtt import GATEWAY, SESSION_EXPIRY_S, TELEMETRY, MqttSource
 from infrawatch.ingest.worker import Worker, run
 
 pytestmark = pytest.mark.integration
@@ -267,6 +268,10 @@ def test_ceiling_influx_write(benchmark: Any, env: Env) -> None:
 
 
 # ---------------------------------------------------------------------------- ceiling B: broker + aiomqtt
+# the bare subscriber speaks the protocol the worker speaks by default (its session options too)
+WORKER_PROTOCOL: aiomqtt.ProtocolVersion = inspect.signature(MqttSource).parameters["protocol"].default
+
+
 class BareSubscriber:
     """aiomqtt with QoS 1 and a persistent session that counts messages and does nothing else."""
 
@@ -276,18 +281,21 @@ class BareSubscriber:
 
     async def run(self, subscribed: asyncio.Event, stop: asyncio.Event) -> None:
         b = self.settings.broker
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
-        props.ReceiveMaximum = 4 * BATCH_SIZE  # as the worker asks for
+        if WORKER_PROTOCOL is aiomqtt.ProtocolVersion.V5:
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = SESSION_EXPIRY_S
+            props.ReceiveMaximum = 4 * BATCH_SIZE  # as the worker asks for
+            session: dict[str, Any] = {"clean_start": False, "properties": props}
+        else:
+            session = {"clean_session": False}
         async with aiomqtt.Client(
             b.host,
             b.port,
             username=b.worker_user,
             password=b.password(),
             identifier="bench-bare-subscriber",
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=props,
+            protocol=WORKER_PROTOCOL,
+            **session,
         ) as client:
             await client.subscribe(TELEMETRY, qos=1)
             await client.subscribe(GATEWAY, qos=1)
@@ -353,6 +361,7 @@ def test_ceiling_mqtt_receive(benchmark: Any, env: Env, bare: BareSubscriber, sh
         readings,
         n_msgs,
         "the subscriber's Python per message (aiomqtt/paho), or the publishers where publish_share ≈ 1",
+        protocol=WORKER_PROTOCOL.name,
         **share,
     )
 
