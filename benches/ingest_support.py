@@ -191,32 +191,47 @@ def _publish_paced(clients: list[paho.Client], plan: Plan) -> list[int]:
 
 # ---------------------------------------------------------------------------- latency poller process
 def poller_main(
-    conn: Connection, url: str, db: str, user: str, password: str, site: str, interval_s: float
+    conn: Connection,
+    url: str,
+    db: str,
+    user: str,
+    password: str,
+    site: str,
+    probes: list[str],
+    interval_s: float,
 ) -> None:
-    """Child process: every `interval_s`, ask InfluxDB for the readings of `site` stored since
-    shortly before the newest one seen, and note when each timestamp first appears. On "stop",
-    send back ({timestamp ns: first seen ns}, query durations in ms)."""
+    """Child process: every `interval_s`, ask InfluxDB which readings of the `probes` sensors of
+    `site` are stored past each probe's newest seen one, and note when each timestamp first
+    appears. One cursor per probe: a probe's readings come over one connection, in order, and the
+    worker writes them in order, so nothing can land behind its cursor (across probes they can:
+    one connection's backlog may be longer than another's). On "stop", poll once more and send
+    back ({timestamp ns: first seen ns}, query durations in ms)."""
     seen: dict[int, int] = {}
     query_ms: list[float] = []
-    newest = 0
-    # batches from different connections may interleave a little: look back a bit past the newest
-    lookback = SECOND // 5
+    cursor = dict.fromkeys(probes, 0)
+
+    def poll(http: httpx.Client) -> None:
+        q = ";".join(
+            f'SELECT "flow_rate_lps" FROM "reading" WHERE "site" = \'{site}\' AND "sensor_id" = \'{p}\' '
+            f"AND time > {cursor[p]}"
+            for p in probes
+        )
+        t = time.perf_counter()
+        r = http.get("/query", params={"db": db, "q": q, "epoch": "ns"})
+        now = time.time_ns()
+        query_ms.append((time.perf_counter() - t) * 1000)
+        for probe, res in zip(probes, r.json().get("results", []), strict=True):
+            for series in res.get("series", []):
+                for ts, _ in series["values"]:
+                    seen.setdefault(ts, now)
+                    cursor[probe] = max(cursor[probe], ts)
+
     with httpx.Client(base_url=url, auth=(user, password), timeout=10) as http:
         conn.send(("ready",))
         while not conn.poll(interval_s):
-            since = max(0, newest - lookback)
-            q = f'SELECT "flow_rate_lps" FROM "reading" WHERE "site" = \'{site}\' AND time >= {since}'
-            t = time.perf_counter()
-            r = http.get("/query", params={"db": db, "q": q, "epoch": "ns"})
-            now = time.time_ns()
-            query_ms.append((time.perf_counter() - t) * 1000)
-            for res in r.json().get("results", []):
-                for s in res.get("series", []):
-                    for ts, _ in s["values"]:
-                        if ts not in seen:
-                            seen[ts] = now
-                            newest = max(newest, ts)
-    conn.recv()
+            poll(http)
+        conn.recv()
+        poll(http)
     conn.send((seen, query_ms))
 
 

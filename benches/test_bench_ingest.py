@@ -450,7 +450,11 @@ def test_latency_publish_to_stored(benchmark: Any, env: Env, worker: Worker, sha
     time.sleep(1.5)  # the previous rounds' stats intervals are over
 
     def setup() -> tuple[tuple[()], dict[str, Any]]:
-        out["poller"] = Child(poller_main, s.url, s.database, s.admin_user, s.password("admin"), site, POLL_S)
+        # one probe sensor per connection: every single-reading sensor, each gateway's first sensor
+        probes = [u for u, _ in users] if shape == "single" else [f"{g}S000" for g, _ in users]
+        out["poller"] = Child(
+            poller_main, s.url, s.database, s.admin_user, s.password("admin"), site, probes, POLL_S
+        )
         out["pub"] = publishers(
             env,
             "paced" if shape == "single" else "paced-gateway",
@@ -476,6 +480,7 @@ def test_latency_publish_to_stored(benchmark: Any, env: Env, worker: Worker, sha
     benchmark.pedantic(round_, setup=setup, rounds=1, iterations=1)
     assert env.count(site) == n
     seen: dict[int, int] = out["seen"]  # one timestamp per message
+    assert len(seen) == n_msgs  # the poller saw every message: no slow reading left out
     lat = np.array([(arrived - ts) / 1e6 for ts, arrived in seen.items()])
     p50, p95, p99 = np.percentile(lat, [50, 95, 99])
     q = np.array(out["query_ms"])
