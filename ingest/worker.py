@@ -5,8 +5,8 @@ Three stages, one event loop:
 - **consume**: the `Inbox` hands out batches by size and time; each goes through one
   `Pipeline.process` call in a thread (it releases the GIL), its decode errors and rate-limited
   readings go to the dead letters, and the result joins a short delivery queue. A full queue stops
-  the consumer, and then the broker holds the backlog (it has at most Receive Maximum messages in
-  flight to us).
+  the consumer, and then the broker holds the backlog (it sends at most its in-flight limit —
+  `max_inflight_messages`, or our Receive Maximum over MQTT 5 — un-acknowledged).
 - **deliver**: writes each body to InfluxDB with retries; on an outage it appends to the spool
   (fsynced) instead. While the spool holds anything, new bodies go behind it, and it is drained
   oldest first, so the order of writes is kept. Only then are the batch's messages acknowledged.
