@@ -216,6 +216,27 @@ def publisher_share(pub: list[dict[str, float]], stored_s: list[float]) -> dict[
 WORKER_PROTOCOL: aiomqtt.ProtocolVersion = inspect.signature(MqttSource).parameters["protocol"].default
 
 
+def bare_client(settings: Settings, identifier: str) -> aiomqtt.Client:
+    """An aiomqtt client with the worker's credentials and session options (persistent session)."""
+    b = settings.broker
+    if WORKER_PROTOCOL is aiomqtt.ProtocolVersion.V5:
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props.ReceiveMaximum = 4 * BATCH_SIZE  # as the worker asks for
+        session: dict[str, Any] = {"clean_start": False, "properties": props}
+    else:
+        session = {"clean_session": False}
+    return aiomqtt.Client(
+        b.host,
+        b.port,
+        username=b.worker_user,
+        password=b.password(),
+        identifier=identifier,
+        protocol=WORKER_PROTOCOL,
+        **session,
+    )
+
+
 class BareSubscriber:
     """aiomqtt with QoS 1 and a persistent session that counts messages and does nothing else."""
 
@@ -224,23 +245,7 @@ class BareSubscriber:
         self.messages = 0
 
     async def run(self, subscribed: asyncio.Event, stop: asyncio.Event) -> None:
-        b = self.settings.broker
-        if WORKER_PROTOCOL is aiomqtt.ProtocolVersion.V5:
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = SESSION_EXPIRY_S
-            props.ReceiveMaximum = 4 * BATCH_SIZE  # as the worker asks for
-            session: dict[str, Any] = {"clean_start": False, "properties": props}
-        else:
-            session = {"clean_session": False}
-        async with aiomqtt.Client(
-            b.host,
-            b.port,
-            username=b.worker_user,
-            password=b.password(),
-            identifier="bench-bare-subscriber",
-            protocol=WORKER_PROTOCOL,
-            **session,
-        ) as client:
+        async with bare_client(self.settings, "bench-bare-subscriber") as client:
             await client.subscribe(TELEMETRY, qos=1)
             await client.subscribe(GATEWAY, qos=1)
             subscribed.set()
@@ -307,6 +312,63 @@ def test_ceiling_mqtt_receive(benchmark: Any, env: Env, bare: BareSubscriber, sh
         "the subscriber's Python per message (aiomqtt/paho), or the publishers where publish_share ≈ 1",
         protocol=WORKER_PROTOCOL.name,
         **share,
+    )
+
+
+async def drain_backlog(settings: Settings, n: int, *, subscribe_only: bool = False) -> None:
+    """Resume the persistent session "bench-drain" and count `n` messages the broker queued for it
+    while it was away (or, `subscribe_only`, just create the session's subscriptions)."""
+    async with bare_client(settings, "bench-drain") as client:
+        if subscribe_only:
+            await client.subscribe(TELEMETRY, qos=1)
+            await client.subscribe(GATEWAY, qos=1)
+            return
+        got = 0
+        async for _ in client.messages:
+            got += 1
+            if got == n:
+                break
+        # leave no subscription behind: the session would queue every later round's messages
+        await client.unsubscribe(TELEMETRY)
+        await client.unsubscribe(GATEWAY)
+
+
+def test_ceiling_mqtt_drain_backlog(
+    benchmark: Any, env: Env, bare: BareSubscriber, loop_thread: LoopThread
+) -> None:
+    """Ceiling B without publishers in the timed part: the messages are published (and PUBACKed)
+    while the subscriber is away, then it reconnects and the broker hands it the queued backlog.
+    Where the live ceiling B's publishers finish close to its rounds' end, this is the figure
+    that shows what aiomqtt alone receives."""
+    benchmark.group = GROUP_SINGLE
+    n_msgs = N_SINGLE
+
+    def setup() -> tuple[tuple[()], dict[str, Any]]:
+        loop_thread.run(drain_backlog(env.settings, 0, subscribe_only=True))
+        target = bare.messages + n_msgs  # the live bare subscriber gets them too: let it finish
+        pub = publishers(
+            env,
+            "single",
+            env.site("drain"),
+            env.sensors,
+            steps=SINGLE_STEPS,
+            t0=env.timestamps(SINGLE_STEPS, SECOND // 100),
+        )
+        pub.go()
+        pub.finish()
+        wait_for(lambda: bare.messages >= target, "the live bare subscriber to catch up")
+        return (), {}
+
+    benchmark.pedantic(
+        lambda: loop_thread.run(drain_backlog(env.settings, n_msgs)), setup=setup, rounds=ROUNDS, iterations=1
+    )
+    record(
+        benchmark,
+        "ceiling B: bare aiomqtt draining a backlog (single)",
+        n_msgs,
+        n_msgs,
+        "the subscriber's Python per message (paho/aiomqtt) and Mosquitto; no publisher in the timed part",
+        protocol=WORKER_PROTOCOL.name,
     )
 
 
@@ -563,6 +625,7 @@ def print_summary() -> None:
         "system: MQTT → worker → InfluxDB (gateway)",
     )
     ratio(sys_single, "ceiling B: broker + bare aiomqtt (single)", 0.8)
+    ratio(sys_single, "ceiling B: bare aiomqtt draining a backlog (single)", None)
     ratio(sys_gw, "ceiling A: InfluxDB /write alone", 0.7)
     ratio(sys_gw, "ceiling B: broker + bare aiomqtt (gateway)", None)
     for name, v in r.items():
