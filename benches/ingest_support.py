@@ -205,8 +205,8 @@ def poller_main(
     appears. One cursor per probe: a probe's readings come over one connection, in order, and the
     worker writes them in order, so nothing can land behind its cursor (across probes they can:
     one connection's backlog may be longer than another's). On "stop", poll once more and send
-    back ({timestamp ns: first seen ns}, query durations in ms)."""
-    seen: dict[int, int] = {}
+    back ({(probe, timestamp ns): first seen ns}, query durations in ms)."""
+    seen: dict[tuple[str, int], int] = {}
     query_ms: list[float] = []
     cursor = dict.fromkeys(probes, 0)
 
@@ -223,7 +223,7 @@ def poller_main(
         for probe, res in zip(probes, r.json().get("results", []), strict=True):
             for series in res.get("series", []):
                 for ts, _ in series["values"]:
-                    seen.setdefault(ts, now)
+                    seen.setdefault((probe, ts), now)
                     cursor[probe] = max(cursor[probe], ts)
 
     with httpx.Client(base_url=url, auth=(user, password), timeout=10) as http:
