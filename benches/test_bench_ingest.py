@@ -4,7 +4,8 @@ with the two ceilings it cannot beat, in one run.
 Groups (each compares the same number of readings, so the times compare directly):
 
 - single-reading messages: the broker + a bare aiomqtt subscriber (QoS 1, persistent session, does
-  nothing but count) against the system;
+  nothing but count) against the system, live (publishers running, as in the system's rounds) and
+  draining a backlog queued while it was away (no publisher competing for the 2 cores);
 - gateway batches of 100: InfluxDB alone (the Pipeline's own line protocol for the same readings,
   POSTed in the pieces the worker's writer sends, one request at a time like the worker; run
   right before the system's rounds) and the broker + bare subscriber against the system;
