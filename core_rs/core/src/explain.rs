@@ -110,6 +110,8 @@ fn signed(out: &mut String, v: f64) {
 #[derive(Debug, Clone, PartialEq)]
 enum What {
     HodDev,
+    /// `day_dev` (false) or its hour mean `day_dev_1h` (true)
+    DayDev(bool),
     /// The newest value, compared with the window mean at this store column.
     Last(Option<usize>),
     Mean,
@@ -151,6 +153,10 @@ impl Reason {
         let col = col_of(name);
         let (field, what) = if let Some(field) = name.strip_suffix("_hod_dev") {
             (field, What::HodDev)
+        } else if let Some(field) = name.strip_suffix("_day_dev_1h") {
+            (field, What::DayDev(true))
+        } else if let Some(field) = name.strip_suffix("_day_dev") {
+            (field, What::DayDev(false))
         } else if let Some((field, stat)) = name.rsplit_once('_').filter(|(_, s)| STATS.contains(s))
         {
             let what = match stat {
@@ -208,6 +214,13 @@ impl Reason {
                 out.push_str(u);
                 out.push_str(if v >= 0.0 { " above" } else { " below" });
                 out.push_str(" its usual level at this time of day");
+            }
+            What::DayDev(hour) => {
+                field_then(out, if *hour { " over the last hour " } else { " " });
+                num(out, v.abs());
+                out.push_str(u);
+                out.push_str(if v >= 0.0 { " above" } else { " below" });
+                out.push_str(" its level at this time on earlier days");
             }
             What::Last(mean) => {
                 field_then(out, " ");
@@ -444,6 +457,15 @@ mod tests {
         assert_eq!(
             describe("flow_rate_lps_hod_dev", &n, &[-0.5]),
             "flow_rate_lps 0.500 L/s below its usual level at this time of day"
+        );
+        let n = names(&["flow_rate_lps_day_dev", "flow_rate_lps_day_dev_1h"]);
+        assert_eq!(
+            describe("flow_rate_lps_day_dev", &n, &[3.0, -2.0]),
+            "flow_rate_lps 3.00 L/s above its level at this time on earlier days"
+        );
+        assert_eq!(
+            describe("flow_rate_lps_day_dev_1h", &n, &[3.0, -2.0]),
+            "flow_rate_lps over the last hour 2.00 L/s below its level at this time on earlier days"
         );
     }
 
