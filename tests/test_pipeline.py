@@ -102,7 +102,20 @@ def band(score: float, medium: float, high: float, critical: float) -> int:
 
 
 LEVELS = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-STATS = ("last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore", "hod_dev")
+STATS = (
+    "last",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "delta",
+    "slope",
+    "ewma",
+    "zscore",
+    "hod_dev",
+    "day_dev",
+    "day_dev_1h",
+)
 # words that a plain-words reason for a per-reading feature contains
 GENERIC_WORDS = {
     "count": "readings in the window",
