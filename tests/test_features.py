@@ -34,6 +34,7 @@ STATS = [
     "hod_dev",
     "day_dev",
     "day_dev_1h",
+    "day_dev_3h",
 ]
 HOD_ALPHA = 0.25
 DAY_ALPHA = 0.5
@@ -51,7 +52,7 @@ class _Sensor:
     )  # (field, weekend·96 + UTC ¼ h) → EWMA
     # (field, slot) → [profile of earlier days, values seen on the slot's latest day, that day]
     day_profile: dict[tuple[int, int], list[object]] = field(default_factory=dict)
-    day_dev_1h: dict[int, float] = field(default_factory=dict)
+    day_dev_1h: dict[tuple[int, float], float] = field(default_factory=dict)  # (field, τ in h)
 
 
 def _window_stats(v: np.ndarray, t: np.ndarray, last: float) -> tuple[float, ...]:
@@ -133,12 +134,17 @@ class Reference:
             if not np.isnan(last):
                 seen.append(last)
             s.day_profile[(j, quarter)] = [p, seen, on]
-            # its hour mean: an EWMA in time, weight exp(−dt / 1 h) for the old value
-            old = s.day_dev_1h.get(j, np.nan)
-            if not np.isnan(dd):
-                keep = np.exp(-(ts - prev_ts) / 1e9 / 3600) if prev_ts is not None else np.nan
-                s.day_dev_1h[j] = dd if np.isnan(old) or np.isnan(keep) else keep * old + (1 - keep) * dd
-            row += [last, mean, std, lo, hi, delta, slope, s.ewma[j], z, hod, dd, s.day_dev_1h.get(j, np.nan)]
+            # its means over about 1 h and 3 h: EWMAs in time, weight exp(−dt / τ) for the old value
+            means = []
+            for tau in (1.0, 3.0):
+                old = s.day_dev_1h.get((j, tau), np.nan)
+                if not np.isnan(dd):
+                    keep = np.exp(-(ts - prev_ts) / 1e9 / (3600 * tau)) if prev_ts is not None else np.nan
+                    s.day_dev_1h[(j, tau)] = (
+                        dd if np.isnan(old) or np.isnan(keep) else keep * old + (1 - keep) * dd
+                    )
+                means.append(s.day_dev_1h.get((j, tau), np.nan))
+            row += [last, mean, std, lo, hi, delta, slope, s.ewma[j], z, hod, dd, *means]
         row += [
             len(s.ts),
             (ts - prev_ts) / 1e9 if prev_ts is not None else np.nan,

@@ -29,14 +29,15 @@
 //! slot has no earlier day). `{field}_day_dev_1h` smooths it over about the last hour (an EWMA
 //! in time, weight `1 − exp(−dt / 1 h)` for a reading `dt` after the previous one; missing
 //! deviations leave it unchanged): a leak of a few percent hides in minute-to-minute demand
-//! noise but not in an hour's mean.
+//! noise but not in an hour's mean. `{field}_day_dev_3h` is the same over about three hours
+//! (time constant 3 h): steadier still, for the smallest leaks, at the cost of reacting later.
 
 use crate::batch::ReadingBatch;
 use crate::fields::{index_of, Kind};
 use hashbrown::HashMap;
 
 /// The statistics computed per field, in feature order.
-pub const FIELD_STATS: [&str; 12] = [
+pub const FIELD_STATS: [&str; 13] = [
     "last",
     "mean",
     "std",
@@ -49,6 +50,7 @@ pub const FIELD_STATS: [&str; 12] = [
     "hod_dev",
     "day_dev",
     "day_dev_1h",
+    "day_dev_3h",
 ];
 /// Smoothing of the time-of-day profile: about the last four values seen in a slot count.
 pub const HOD_ALPHA: f64 = 0.25;
@@ -204,7 +206,7 @@ impl FeatureStore {
     }
 
     fn slots_len(&self) -> usize {
-        self.window * (self.fields.len() + 1) + self.fields.len() * (2 + SLOTS * (1 + DAY_STATE))
+        self.window * (self.fields.len() + 1) + self.fields.len() * (3 + SLOTS * (1 + DAY_STATE))
     }
 
     /// Fold `rows` of `batch` in order, appending `rows.len() × n_features` values (row-major)
@@ -378,6 +380,7 @@ impl FeatureStore {
         let (ewma, state) = state.split_at_mut(k);
         let (profile, state) = state.split_at_mut(k * SLOTS);
         let (day_profile, day_dev_1h) = state.split_at_mut(k * SLOTS * DAY_STATE);
+        let (day_dev_1h, day_dev_3h) = day_dev_1h.split_at_mut(k);
         ts_ring[head] = f64::from_bits(ts_ns as u64);
         let alpha = 2.0 / (w as f64 + 1.0);
         for (j, &v) in values.iter().enumerate() {
@@ -412,6 +415,7 @@ impl FeatureStore {
         let t = &self.t[..len];
         let dt_s = prev.map_or(f64::NAN, |p| -rel_seconds(ts_of(ts_ring[p]), ts_ns));
         let keep_1h = (-dt_s / DAY_DEV_TAU_S).exp(); // NaN for a sensor's first reading
+        let keep_3h = (-dt_s / (3.0 * DAY_DEV_TAU_S)).exp();
         let day = ts_ns.div_euclid(NS_PER_DAY);
         let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
         let dow = (day + 3).rem_euclid(7); // 1970-01-01 was a Thursday
@@ -435,15 +439,8 @@ impl FeatureStore {
             }
             let d = &mut day_profile[(j * SLOTS + quarter) * DAY_STATE..][..DAY_STATE];
             o[10] = day_dev(d, day as f64, last);
-            let smooth = &mut day_dev_1h[j];
-            if !o[10].is_nan() {
-                *smooth = if smooth.is_nan() || keep_1h.is_nan() {
-                    o[10]
-                } else {
-                    keep_1h * *smooth + (1.0 - keep_1h) * o[10]
-                };
-            }
-            o[11] = *smooth;
+            o[11] = smooth(&mut day_dev_1h[j], keep_1h, o[10]);
+            o[12] = smooth(&mut day_dev_3h[j], keep_3h, o[10]);
         }
         let o = &mut out[k * FIELD_STATS.len()..];
         o[0] = len as f64;
@@ -563,6 +560,20 @@ impl FeatureStore {
         }
         Ok(store)
     }
+}
+
+/// Fold `x` into the EWMA `e` (`keep` = the weight of the old value, NaN: start afresh), a
+/// missing `x` leaving it as it is; returns the new value.
+#[inline(always)]
+fn smooth(e: &mut f64, keep: f64, x: f64) -> f64 {
+    if !x.is_nan() {
+        *e = if e.is_nan() || keep.is_nan() {
+            x
+        } else {
+            keep * *e + (1.0 - keep) * x
+        };
+    }
+    *e
 }
 
 /// `v − p` against a slot's once-a-day profile `d = [p, Σ today, n today, today]` (see the module

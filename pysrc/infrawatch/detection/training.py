@@ -386,7 +386,7 @@ _SCALE_FREE_NAMES = ("count", "dt_s", "hour", "dow", "weekend", "night")
 
 # features only some kinds' models read: the day-over-day deviation finds leaks (flow above its
 # level of earlier days); the other kinds' models were chosen without it and do not need it
-_KIND_SUFFIXES = {"water_flow": ("_day_dev", "_day_dev_1h")}
+_KIND_SUFFIXES = {"water_flow": ("_day_dev", "_day_dev_1h", "_day_dev_3h")}
 _ALL_KIND_SUFFIXES = tuple(x for xs in _KIND_SUFFIXES.values() for x in xs)
 
 
