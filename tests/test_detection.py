@@ -262,7 +262,7 @@ def test_feature_subsets() -> None:
         feature_subset(names, "some")
     # the day-over-day deviation is water_flow's alone: the other kinds' models do not read it
     flow = core.FeatureStore(window=5, fields=["flow_rate_lps"]).feature_names
-    day = ["flow_rate_lps_day_dev", "flow_rate_lps_day_dev_1h"]
+    day = ["flow_rate_lps_day_dev", "flow_rate_lps_day_dev_1h", "flow_rate_lps_day_dev_3h"]
     assert set(day) <= set(flow)
     for kind, expect in (("water_flow", day), ("energy", []), (None, [])):
         picked = [flow[i] for i in feature_subset(flow, "all", kind)]

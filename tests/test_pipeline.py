@@ -115,6 +115,7 @@ STATS = (
     "hod_dev",
     "day_dev",
     "day_dev_1h",
+    "day_dev_3h",
 )
 # words that a plain-words reason for a per-reading feature contains
 GENERIC_WORDS = {

@@ -110,8 +110,8 @@ fn signed(out: &mut String, v: f64) {
 #[derive(Debug, Clone, PartialEq)]
 enum What {
     HodDev,
-    /// `day_dev` (false) or its hour mean `day_dev_1h` (true)
-    DayDev(bool),
+    /// `day_dev` (0) or its mean over about the last hour or three, `day_dev_1h`/`_3h` (1, 3)
+    DayDev(u8),
     /// The newest value, compared with the window mean at this store column.
     Last(Option<usize>),
     Mean,
@@ -154,9 +154,11 @@ impl Reason {
         let (field, what) = if let Some(field) = name.strip_suffix("_hod_dev") {
             (field, What::HodDev)
         } else if let Some(field) = name.strip_suffix("_day_dev_1h") {
-            (field, What::DayDev(true))
+            (field, What::DayDev(1))
+        } else if let Some(field) = name.strip_suffix("_day_dev_3h") {
+            (field, What::DayDev(3))
         } else if let Some(field) = name.strip_suffix("_day_dev") {
-            (field, What::DayDev(false))
+            (field, What::DayDev(0))
         } else if let Some((field, stat)) = name.rsplit_once('_').filter(|(_, s)| STATS.contains(s))
         {
             let what = match stat {
@@ -216,7 +218,14 @@ impl Reason {
                 out.push_str(" its usual level at this time of day");
             }
             What::DayDev(hour) => {
-                field_then(out, if *hour { " over the last hour " } else { " " });
+                field_then(
+                    out,
+                    match hour {
+                        0 => " ",
+                        1 => " over the last hour ",
+                        _ => " over the last hours ",
+                    },
+                );
                 num(out, v.abs());
                 out.push_str(u);
                 out.push_str(if v >= 0.0 { " above" } else { " below" });
@@ -466,6 +475,11 @@ mod tests {
         assert_eq!(
             describe("flow_rate_lps_day_dev_1h", &n, &[3.0, -2.0]),
             "flow_rate_lps over the last hour 2.00 L/s below its level at this time on earlier days"
+        );
+        let n = names(&["flow_rate_lps_day_dev_3h"]);
+        assert_eq!(
+            describe("flow_rate_lps_day_dev_3h", &n, &[1.5]),
+            "flow_rate_lps over the last hours 1.50 L/s above its level at this time on earlier days"
         );
     }
 
