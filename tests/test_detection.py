@@ -22,7 +22,6 @@ from infrawatch.detection.training import (
     _event_f1,
     feature_subset,
     features,
-    first_in_slot,
     train,
     training_labels,
 )
@@ -215,18 +214,6 @@ def test_training_labels_leave_out_what_the_features_cannot_see() -> None:
         np.testing.assert_array_equal(y[rows], np.where(taught, label, -1))
 
 
-def test_first_in_slot_marks_the_reading_that_opens_each_quarter_hour() -> None:
-    data = sim.simulate("water_flow", seed=3, n_sensors=3, days=1.0)
-    first = first_in_slot(data)
-    for s in range(3):
-        mine = data.sensor_index == s
-        slot = data.timestamp_ns[mine] // (900 * 10**9)
-        expect = np.r_[True, slot[1:] != slot[:-1]]
-        np.testing.assert_array_equal(first[mine], expect)
-    # one reading a minute: about one in fifteen opens a slot
-    assert 1 / 17 < first.mean() < 1 / 13
-
-
 def test_empty_registry_says_what_to_do(tmp_path: Path) -> None:
     reg = ModelRegistry(tmp_path)
     assert reg.load_active() == {}
@@ -273,6 +260,14 @@ def test_feature_subsets() -> None:
     assert free == ["energy_kwh_zscore", "count", "dt_s", "hour", "dow", "weekend", "night"]
     with pytest.raises(ValueError, match="feature set"):
         feature_subset(names, "some")
+    # the day-over-day deviation is water_flow's alone: the other kinds' models do not read it
+    flow = core.FeatureStore(window=5, fields=["flow_rate_lps"]).feature_names
+    day = ["flow_rate_lps_day_dev", "flow_rate_lps_day_dev_1h", "flow_rate_lps_day_dev_3h"]
+    assert set(day) <= set(flow)
+    for kind, expect in (("water_flow", day), ("energy", []), (None, [])):
+        picked = [flow[i] for i in feature_subset(flow, "all", kind)]
+        assert [n for n in picked if "_day_dev" in n] == expect
+        assert len(picked) == len(flow) - len(day) + len(expect)
 
 
 def test_trainer_rejects_unknown_kind_and_missing_incidents() -> None:

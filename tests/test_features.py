@@ -21,8 +21,23 @@ from infrawatch import core
 
 FeatureStore = core.FeatureStore
 
-STATS = ["last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore", "hod_dev"]
+STATS = [
+    "last",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "delta",
+    "slope",
+    "ewma",
+    "zscore",
+    "hod_dev",
+    "day_dev",
+    "day_dev_1h",
+    "day_dev_3h",
+]
 HOD_ALPHA = 0.25
+DAY_ALPHA = 0.5
 TAIL = ["count", "dt_s", "hour", "dow", "weekend", "night", "pressure_flow_ratio"]
 T0 = 1_767_225_600 * 10**9  # 2026-01-01T00:00:00Z, a Thursday
 
@@ -35,6 +50,9 @@ class _Sensor:
     profile: dict[tuple[int, int], float] = field(
         default_factory=dict
     )  # (field, weekend·96 + UTC ¼ h) → EWMA
+    # (field, slot) → [profile of earlier days, values seen on the slot's latest day, that day]
+    day_profile: dict[tuple[int, int], list[object]] = field(default_factory=dict)
+    day_dev_1h: dict[tuple[int, float], float] = field(default_factory=dict)  # (field, τ in h)
 
 
 def _window_stats(v: np.ndarray, t: np.ndarray, last: float) -> tuple[float, ...]:
@@ -103,7 +121,30 @@ class Reference:
                 s.profile[(j, quarter)] = (
                     last if usual is None else HOD_ALPHA * last + (1 - HOD_ALPHA) * usual
                 )
-            row += [last, mean, std, lo, hi, delta, slope, s.ewma[j], z, hod]
+            # against the once-a-day profile: a slot's previous day enters as its mean when the
+            # slot is first seen on a new day
+            day = ts // (86_400 * 10**9)
+            p, seen, on = s.day_profile.setdefault((j, quarter), [np.nan, [], None])
+            if on != day:
+                if seen:
+                    m = float(np.mean(seen))
+                    p = m if np.isnan(p) else DAY_ALPHA * m + (1 - DAY_ALPHA) * p
+                seen, on = [], day
+            dd = np.nan if np.isnan(last) else last - p
+            if not np.isnan(last):
+                seen.append(last)
+            s.day_profile[(j, quarter)] = [p, seen, on]
+            # its means over about 1 h and 3 h: EWMAs in time, weight exp(−dt / τ) for the old value
+            means = []
+            for tau in (1.0, 3.0):
+                old = s.day_dev_1h.get((j, tau), np.nan)
+                if not np.isnan(dd):
+                    keep = np.exp(-(ts - prev_ts) / 1e9 / (3600 * tau)) if prev_ts is not None else np.nan
+                    s.day_dev_1h[(j, tau)] = (
+                        dd if np.isnan(old) or np.isnan(keep) else keep * old + (1 - keep) * dd
+                    )
+                means.append(s.day_dev_1h.get((j, tau), np.nan))
+            row += [last, mean, std, lo, hi, delta, slope, s.ewma[j], z, hod, dd, *means]
         row += [
             len(s.ts),
             (ts - prev_ts) / 1e9 if prev_ts is not None else np.nan,
@@ -333,6 +374,32 @@ def test_hod_dev_by_hand() -> None:
     got = x[:, fs.feature_names.index("flow_rate_lps_hod_dev")]
     np.testing.assert_array_equal(got, [r[3] for r in stream])
     assert fs.stale_count == 1
+
+
+def test_day_dev_by_hand() -> None:
+    """Worked by hand: the once-a-day profile learns a slot's mean when the slot is first seen on
+    a later day (alpha 0.5); `day_dev_1h` is an EWMA in time (1 h) of the deviations."""
+    h, m, d = 3600 * 10**9, 60 * 10**9, 86_400 * 10**9  # T0 is a Thursday midnight
+    stream = [
+        ("a", T0 + 2 * h, 10.0, math.nan),  # Thu 02:00: no earlier day
+        ("a", T0 + 2 * h + 5 * m, 20.0, math.nan),  # still Thursday: profile still empty
+        ("a", T0 + d + 2 * h + 1 * m, 18.0, 18.0 - 15.0),  # Fri: Thursday's mean 15
+        ("a", T0 + d + 2 * h + 2 * m, math.nan, math.nan),  # missing: nothing learnt
+        ("a", T0 + d + 2 * h + 3 * m, 12.0, 12.0 - 15.0),  # the profile holds all Friday
+        ("a", T0 + 4 * d + 2 * h, 25.0, 25.0 - (0.5 * 15.0 + 0.5 * 15.0)),  # Mon: Friday's mean 15
+        ("a", T0 + 5 * d + 2 * h, 25.0, 25.0 - (0.5 * 25.0 + 0.5 * 15.0)),  # Tue: Monday's 25
+    ]
+    fs = FeatureStore(3, ["flow_rate_lps"])
+    x = fs.update_arrays(
+        [r[0] for r in stream], np.array([r[1] for r in stream]), {"flow_rate_lps": [r[2] for r in stream]}
+    )
+    got = x[:, fs.feature_names.index("flow_rate_lps_day_dev")]
+    np.testing.assert_array_equal(got, [r[3] for r in stream])
+    smooth = x[:, fs.feature_names.index("flow_rate_lps_day_dev_1h")]
+    k = math.exp(-1 / 60)  # a minute after the previous (missing) reading
+    np.testing.assert_array_equal(smooth[:2], [math.nan, math.nan])
+    np.testing.assert_array_equal(smooth[2:4], [3.0, 3.0])  # the first deviation; a missing one keeps it
+    assert smooth[4] == pytest.approx(k * 3.0 + (1 - k) * -3.0, rel=1e-12)
 
 
 def test_snapshot_restore_continues_bit_identically() -> None:

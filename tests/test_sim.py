@@ -141,3 +141,20 @@ def test_mains_hold_service_pressure_at_peak_hour() -> None:
         assert np.percentile(p[mine], 0.5) > 0.3 * supply
     assert (p[normal] > 0.5).mean() > 0.999
     assert (p[d.label == 2] < 0.5).mean() > 0.1  # big bursts still collapse it
+
+
+def test_concat_keeps_fleets_apart() -> None:
+    a = sim.simulate("water_flow", seed=1, n_sensors=3, days=1.0)
+    b = sim.simulate("water_flow", seed=2, n_sensors=3, days=1.0)
+    both = sim.concat([a, b])
+    assert sim.concat([a]) is a
+    assert len(both) == len(a) + len(b)
+    assert len(set(both.sensor_id)) == 6  # same ids in both fleets, kept apart by the prefix
+    assert list(both.sensor_id[: len(a)]) == [f"0:{s}" for s in a.sensor_id]
+    assert list(both.sensor_id[len(a) :]) == [f"1:{s}" for s in b.sensor_id]
+    assert [e.sensor_id for e in both.events] == [f"0:{e.sensor_id}" for e in a.events] + [
+        f"1:{e.sensor_id}" for e in b.events
+    ]
+    np.testing.assert_array_equal(both.fields["flow_rate_lps"][len(a) :], b.fields["flow_rate_lps"])
+    with pytest.raises(ValueError, match="same kind"):
+        sim.concat([a, sim.simulate("energy", seed=1, n_sensors=2, days=1.0)])

@@ -110,6 +110,8 @@ fn signed(out: &mut String, v: f64) {
 #[derive(Debug, Clone, PartialEq)]
 enum What {
     HodDev,
+    /// `day_dev` (0) or its mean over about the last hour or three, `day_dev_1h`/`_3h` (1, 3)
+    DayDev(u8),
     /// The newest value, compared with the window mean at this store column.
     Last(Option<usize>),
     Mean,
@@ -151,6 +153,12 @@ impl Reason {
         let col = col_of(name);
         let (field, what) = if let Some(field) = name.strip_suffix("_hod_dev") {
             (field, What::HodDev)
+        } else if let Some(field) = name.strip_suffix("_day_dev_1h") {
+            (field, What::DayDev(1))
+        } else if let Some(field) = name.strip_suffix("_day_dev_3h") {
+            (field, What::DayDev(3))
+        } else if let Some(field) = name.strip_suffix("_day_dev") {
+            (field, What::DayDev(0))
         } else if let Some((field, stat)) = name.rsplit_once('_').filter(|(_, s)| STATS.contains(s))
         {
             let what = match stat {
@@ -208,6 +216,20 @@ impl Reason {
                 out.push_str(u);
                 out.push_str(if v >= 0.0 { " above" } else { " below" });
                 out.push_str(" its usual level at this time of day");
+            }
+            What::DayDev(hour) => {
+                field_then(
+                    out,
+                    match hour {
+                        0 => " ",
+                        1 => " over the last hour ",
+                        _ => " over the last hours ",
+                    },
+                );
+                num(out, v.abs());
+                out.push_str(u);
+                out.push_str(if v >= 0.0 { " above" } else { " below" });
+                out.push_str(" its level at this time on earlier days");
             }
             What::Last(mean) => {
                 field_then(out, " ");
@@ -444,6 +466,20 @@ mod tests {
         assert_eq!(
             describe("flow_rate_lps_hod_dev", &n, &[-0.5]),
             "flow_rate_lps 0.500 L/s below its usual level at this time of day"
+        );
+        let n = names(&["flow_rate_lps_day_dev", "flow_rate_lps_day_dev_1h"]);
+        assert_eq!(
+            describe("flow_rate_lps_day_dev", &n, &[3.0, -2.0]),
+            "flow_rate_lps 3.00 L/s above its level at this time on earlier days"
+        );
+        assert_eq!(
+            describe("flow_rate_lps_day_dev_1h", &n, &[3.0, -2.0]),
+            "flow_rate_lps over the last hour 2.00 L/s below its level at this time on earlier days"
+        );
+        let n = names(&["flow_rate_lps_day_dev_3h"]);
+        assert_eq!(
+            describe("flow_rate_lps_day_dev_3h", &n, &[1.5]),
+            "flow_rate_lps over the last hours 1.50 L/s above its level at this time on earlier days"
         );
     }
 

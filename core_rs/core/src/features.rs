@@ -20,19 +20,49 @@
 //! unchanged; stale readings (not folded) never touch the profile.
 //! Window statistics cannot see a daily cycle: this is what tells a leak (flow above its usual
 //! level for the time of day, as in minimum-night-flow analysis) from the morning rise in demand.
+//!
+//! At one reading a minute that EWMA mostly holds *today's* earlier readings of the slot, so only
+//! a slot's first reading or two compare with other days. `{field}_day_dev` is the day-over-day
+//! deviation proper: per slot, a profile learnt once a day (when a slot is first seen on a new
+//! day, the mean of the values it saw on its previous day enters as `p ← m` if empty else
+//! `0.5·m + 0.5·p`), and the feature is `v − p` for every reading of the slot (NaN while the
+//! slot has no earlier day). `{field}_day_dev_1h` smooths it over about the last hour (an EWMA
+//! in time, weight `1 − exp(−dt / 1 h)` for a reading `dt` after the previous one; missing
+//! deviations leave it unchanged): a leak of a few percent hides in minute-to-minute demand
+//! noise but not in an hour's mean. `{field}_day_dev_3h` is the same over about three hours
+//! (time constant 3 h): steadier still, for the smallest leaks, at the cost of reacting later.
 
 use crate::batch::ReadingBatch;
 use crate::fields::{index_of, Kind};
 use hashbrown::HashMap;
 
 /// The statistics computed per field, in feature order.
-pub const FIELD_STATS: [&str; 10] = [
-    "last", "mean", "std", "min", "max", "delta", "slope", "ewma", "zscore", "hod_dev",
+pub const FIELD_STATS: [&str; 13] = [
+    "last",
+    "mean",
+    "std",
+    "min",
+    "max",
+    "delta",
+    "slope",
+    "ewma",
+    "zscore",
+    "hod_dev",
+    "day_dev",
+    "day_dev_1h",
+    "day_dev_3h",
 ];
 /// Smoothing of the time-of-day profile: about the last four values seen in a slot count.
 pub const HOD_ALPHA: f64 = 0.25;
 /// Time-of-day slots of the profile: quarter-hours, for weekdays then for weekends.
 const SLOTS: usize = 2 * 96;
+/// Weight of a slot's newest day in the once-a-day profile of `day_dev`.
+pub const DAY_ALPHA: f64 = 0.5;
+/// Time constant of `day_dev_1h`, in seconds.
+const DAY_DEV_TAU_S: f64 = 3600.0;
+/// Per field and slot, the once-a-day profile's state: profile, sum and count of the values seen
+/// on the slot's current day, and that day (days since the epoch).
+const DAY_STATE: usize = 4;
 const NS_PER_SLOT: i64 = 15 * 60 * 1_000_000_000;
 /// The per-reading features that follow the per-field ones, in feature order.
 pub const READING_FEATURES: [&str; 7] = [
@@ -48,7 +78,8 @@ pub const READING_FEATURES: [&str; 7] = [
 pub const MAX_WINDOW: usize = 100_000;
 
 const SNAPSHOT_MAGIC: &[u8; 8] = b"IWFSTORE";
-const SNAPSHOT_VERSION: u32 = 3; // 2: time-of-day profiles, 3: weekday/weekend profiles
+// 2: time-of-day profiles, 3: weekday/weekend profiles, 4: once-a-day profiles (day_dev)
+const SNAPSHOT_VERSION: u32 = 4;
 const NS_PER_S: f64 = 1e9;
 const NS_PER_HOUR: i64 = 3_600_000_000_000;
 const NS_PER_DAY: i64 = 24 * NS_PER_HOUR;
@@ -182,7 +213,7 @@ impl FeatureStore {
     }
 
     fn slots_len(&self) -> usize {
-        self.window * (self.fields.len() + 1) + self.fields.len() * (1 + SLOTS)
+        self.window * (self.fields.len() + 1) + self.fields.len() * (3 + SLOTS * (1 + DAY_STATE))
     }
 
     /// Fold `rows` of `batch` in order, appending `rows.len() × n_features` values (row-major)
@@ -353,7 +384,10 @@ impl FeatureStore {
         }
         let (ts_ring, rest) = s.data.split_at_mut(w);
         let (vals, state) = rest.split_at_mut(w * k);
-        let (ewma, profile) = state.split_at_mut(k);
+        let (ewma, state) = state.split_at_mut(k);
+        let (profile, state) = state.split_at_mut(k * SLOTS);
+        let (day_profile, day_dev_1h) = state.split_at_mut(k * SLOTS * DAY_STATE);
+        let (day_dev_1h, day_dev_3h) = day_dev_1h.split_at_mut(k);
         ts_ring[head] = f64::from_bits(ts_ns as u64);
         let alpha = 2.0 / (w as f64 + 1.0);
         for (j, &v) in values.iter().enumerate() {
@@ -386,6 +420,9 @@ impl FeatureStore {
             }
         }
         let t = &self.t[..len];
+        let dt_s = prev.map_or(f64::NAN, |p| -rel_seconds(ts_of(ts_ring[p]), ts_ns));
+        let keep_1h = (-dt_s / DAY_DEV_TAU_S).exp(); // NaN for a sensor's first reading
+        let keep_3h = (-dt_s / (3.0 * DAY_DEV_TAU_S)).exp();
         let day = ts_ns.div_euclid(NS_PER_DAY);
         let hour = ts_ns.rem_euclid(NS_PER_DAY) / NS_PER_HOUR;
         let dow = (day + 3).rem_euclid(7); // 1970-01-01 was a Thursday
@@ -407,10 +444,14 @@ impl FeatureStore {
                     HOD_ALPHA * last + (1.0 - HOD_ALPHA) * *slot
                 };
             }
+            let d = &mut day_profile[(j * SLOTS + quarter) * DAY_STATE..][..DAY_STATE];
+            o[10] = day_dev(d, day as f64, last);
+            o[11] = smooth(&mut day_dev_1h[j], keep_1h, o[10]);
+            o[12] = smooth(&mut day_dev_3h[j], keep_3h, o[10]);
         }
         let o = &mut out[k * FIELD_STATS.len()..];
         o[0] = len as f64;
-        o[1] = prev.map_or(f64::NAN, |p| -rel_seconds(ts_of(ts_ring[p]), ts_ns));
+        o[1] = dt_s;
         o[2] = hour as f64;
         o[3] = dow as f64;
         o[4] = f64::from(u8::from(dow >= 5));
@@ -526,6 +567,46 @@ impl FeatureStore {
         }
         Ok(store)
     }
+}
+
+/// Fold `x` into the EWMA `e` (`keep` = the weight of the old value, NaN: start afresh), a
+/// missing `x` leaving it as it is; returns the new value.
+#[inline(always)]
+fn smooth(e: &mut f64, keep: f64, x: f64) -> f64 {
+    if !x.is_nan() {
+        *e = if e.is_nan() || keep.is_nan() {
+            x
+        } else {
+            keep * *e + (1.0 - keep) * x
+        };
+    }
+    *e
+}
+
+/// `v − p` against a slot's once-a-day profile `d = [p, Σ today, n today, today]` (see the module
+/// doc), after folding the slot's previous day into `p` when `day` is a new one; then `v` joins
+/// today's sum. A missing `v` gives NaN and adds nothing.
+#[inline(always)]
+fn day_dev(d: &mut [f64], day: f64, v: f64) -> f64 {
+    if d[3] != day {
+        if d[2] > 0.0 {
+            let m = d[1] / d[2];
+            d[0] = if d[0].is_nan() {
+                m
+            } else {
+                DAY_ALPHA * m + (1.0 - DAY_ALPHA) * d[0]
+            };
+        }
+        d[1] = 0.0;
+        d[2] = 0.0;
+        d[3] = day;
+    }
+    if v.is_nan() {
+        return f64::NAN;
+    }
+    d[1] += v;
+    d[2] += 1.0;
+    v - d[0]
 }
 
 /// The nine statistics of one field over the used ring slots `ring` (NaN = missing) with slot

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from infrawatch.sim import energy, water_flow, water_quality
-from infrawatch.sim._common import Event, Grid, Sensor, SimData
+from infrawatch.sim._common import Event, Grid, Sensor, SimData, concat
 from infrawatch.sim.payloads import gateway_batches, payloads, rfc3339, topic
 
 KINDS = ("water_flow", "water_quality", "energy")
@@ -45,6 +45,7 @@ __all__ = [
     "Grid",
     "Sensor",
     "SimData",
+    "concat",
     "gateway_batches",
     "payloads",
     "rfc3339",

@@ -7,7 +7,7 @@ million readings take a fraction of a second and come out interleaved as a broke
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -283,4 +283,36 @@ def flatten(
         label_names=label_names,
         events=events,
         faults=faults,
+    )
+
+
+def concat(parts: list[SimData]) -> SimData:
+    """Several fleets of one kind as one (e.g. validation seeds scored together): part i's sensor
+    ids get the prefix `i:`, so fleets simulated over the same days stay apart. One part is
+    returned as it is."""
+    if len(parts) == 1:
+        return parts[0]
+    if not parts or len({p.kind for p in parts}) != 1 or len({p.label_names for p in parts}) != 1:
+        raise ValueError("concat needs one or more fleets of the same kind")
+
+    def moved(i: int, e: Event) -> Event:
+        return replace(e, sensor_id=f"{i}:{e.sensor_id}")
+
+    offsets = np.cumsum([0] + [len(p.sensors) for p in parts])
+    fields = sorted({f for p in parts for f in p.fields})
+    nan = [np.full(len(p), np.nan) for p in parts]
+    return SimData(
+        kind=parts[0].kind,
+        sensors=[replace(s, sensor_id=f"{i}:{s.sensor_id}") for i, p in enumerate(parts) for s in p.sensors],
+        sensor_index=np.concatenate(
+            [p.sensor_index + o for p, o in zip(parts, offsets, strict=False)]
+        ).astype(np.int32),
+        timestamp_ns=np.concatenate([p.timestamp_ns for p in parts]),
+        fields={
+            f: np.concatenate([p.fields.get(f, n) for p, n in zip(parts, nan, strict=True)]) for f in fields
+        },
+        label=np.concatenate([p.label for p in parts]),
+        label_names=parts[0].label_names,
+        events=[moved(i, e) for i, p in enumerate(parts) for e in p.events],
+        faults=[moved(i, e) for i, p in enumerate(parts) for e in p.faults],
     )

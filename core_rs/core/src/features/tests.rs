@@ -30,13 +30,15 @@ fn feat(fs: &FeatureStore, row: &[f64], name: &str) -> f64 {
 #[test]
 fn names_and_validation() {
     let fs = FeatureStore::new(3, &s(&["pressure_bar", "ph"])).unwrap();
-    assert_eq!(fs.n_features(), 2 * 10 + 7);
+    assert_eq!(fs.n_features(), 2 * 13 + 7);
     assert_eq!(fs.feature_names()[0], "pressure_bar_last");
     assert_eq!(fs.feature_names()[8], "pressure_bar_zscore");
     assert_eq!(fs.feature_names()[9], "pressure_bar_hod_dev");
-    assert_eq!(fs.feature_names()[10], "ph_last");
-    assert_eq!(fs.feature_names()[20], "count");
-    assert_eq!(fs.feature_names()[26], "pressure_flow_ratio");
+    assert_eq!(fs.feature_names()[10], "pressure_bar_day_dev");
+    assert_eq!(fs.feature_names()[12], "pressure_bar_day_dev_3h");
+    assert_eq!(fs.feature_names()[13], "ph_last");
+    assert_eq!(fs.feature_names()[26], "count");
+    assert_eq!(fs.feature_names()[32], "pressure_flow_ratio");
     assert_eq!(
         FeatureStore::new(1, &[]).unwrap_err(),
         FeatureError::Window(1)
@@ -111,11 +113,15 @@ fn hand_worked_stream() {
 /// Naive reference: the readings of the window in a deque, every stat from scratch, slope by
 /// the normal-equation formula (a different computation from the store's centred one).
 /// One sensor of the naive reference: its window of (timestamp, values), its EWMAs and its
-/// hour-of-day profile (a map keyed by (field, hour)).
+/// hour-of-day profile (a map keyed by (field, hour)), its once-a-day profile (keyed the same:
+/// profile, the values of the slot's latest day, that day) and the day deviation's means
+/// (keyed by (field, τ in hours)).
 type NaiveSensor = (
     VecDeque<(i64, Vec<f64>)>,
     Vec<f64>,
     StdMap<(usize, i64), f64>,
+    StdMap<(usize, i64), (f64, Vec<f64>, i64)>,
+    StdMap<(usize, u8), f64>,
 );
 
 #[derive(Default)]
@@ -133,10 +139,15 @@ impl Naive {
         v: &[f64],
     ) -> Option<Vec<f64>> {
         let k = v.len();
-        let (q, ew, prof) = self
-            .ring
-            .entry(id.to_owned())
-            .or_insert_with(|| (VecDeque::new(), vec![f64::NAN; k], StdMap::new()));
+        let (q, ew, prof, day_prof, means) = self.ring.entry(id.to_owned()).or_insert_with(|| {
+            (
+                VecDeque::new(),
+                vec![f64::NAN; k],
+                StdMap::new(),
+                StdMap::new(),
+                StdMap::new(),
+            )
+        });
         if let Some((last_ts, _)) = q.back() {
             if ts <= *last_ts {
                 return None;
@@ -212,7 +223,40 @@ impl Naive {
                 let e = prof.entry((j, hour_of_day)).or_insert(v[j]);
                 *e = 0.25 * v[j] + 0.75 * *e;
             }
-            out.extend([v[j], mean, std, lo, hi, delta, slope, ew[j], z, hod]);
+            let day = secs.div_euclid(86_400);
+            let (p, seen, on) =
+                day_prof
+                    .entry((j, hour_of_day))
+                    .or_insert((f64::NAN, Vec::new(), i64::MIN));
+            if *on != day {
+                if !seen.is_empty() {
+                    let m = seen.iter().sum::<f64>() / seen.len() as f64;
+                    *p = if p.is_nan() { m } else { 0.5 * m + 0.5 * *p };
+                }
+                seen.clear();
+                *on = day;
+            }
+            let dd = v[j] - *p; // NaN when either is
+            if !v[j].is_nan() {
+                seen.push(v[j]);
+            }
+            let mut smooth = [f64::NAN; 2];
+            for (m, tau) in smooth.iter_mut().zip([1u8, 3]) {
+                let e = means.entry((j, tau)).or_insert(f64::NAN);
+                if !dd.is_nan() {
+                    let keep = prev.as_ref().map_or(f64::NAN, |p| {
+                        (-((ts - p.0) as f64 / 1e9) / (3600.0 * f64::from(tau))).exp()
+                    });
+                    *e = if e.is_nan() || keep.is_nan() {
+                        dd
+                    } else {
+                        keep * *e + (1.0 - keep) * dd
+                    };
+                }
+                *m = *e;
+            }
+            out.extend([v[j], mean, std, lo, hi, delta, slope, ew[j], z, hod, dd]);
+            out.extend(smooth);
         }
         out.push(q.len() as f64);
         out.push(prev.map_or(f64::NAN, |p| (ts - p.0) as f64 / 1e9));
@@ -385,8 +429,8 @@ fn extreme_timestamps_do_not_overflow() {
     let mut out = vec![0.0; fs.n_features()];
     assert!(fs.update_one("a", i64::MIN, &[1.0], &mut out));
     assert!(fs.update_one("a", i64::MAX, &[2.0], &mut out));
-    assert!(out[11].is_finite() && out[11] > 1.8e10); // dt_s
-    assert!((0.0..24.0).contains(&out[12]));
+    assert!(out[14].is_finite() && out[14] > 1.8e10); // dt_s
+    assert!((0.0..24.0).contains(&out[15]));
 }
 
 #[test]
