@@ -24,13 +24,25 @@ def _escape_tag(value: str) -> str:
 
 
 def reading_timestamps(line_protocol: bytes, limit: int = SAMPLES_PER_BATCH) -> list[int]:
-    """Timestamps (ns) of up to `limit` `reading` points spread evenly over a line-protocol body."""
-    lines = line_protocol.split(b"\n")
-    step = max(1, len(lines) // limit)
-    out = []
-    for line in lines[::step]:
+    """Timestamps (ns) of up to `limit` `reading` points spread evenly over a line-protocol body.
+
+    Samples by byte offset — the line around each of `limit` evenly spaced offsets — instead of
+    splitting the body (tens of megabytes for a gateway backlog) into lines on the event loop."""
+    out: list[int] = []
+    n = len(line_protocol)
+    if n == 0:
+        return out
+    seen: set[int] = set()
+    for k in range(limit):
+        at = k * n // limit
+        start = line_protocol.rfind(b"\n", 0, at) + 1
+        if start in seen:
+            continue
+        seen.add(start)
+        end = line_protocol.find(b"\n", start)
+        line = line_protocol[start : end if end >= 0 else n]
         if line.startswith(b"reading,"):
-            _, _, ts = line.rpartition(b" ")
+            ts = line[line.rfind(b" ") + 1 :]
             try:
                 out.append(int(ts))
             except ValueError:

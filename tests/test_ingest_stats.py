@@ -30,6 +30,10 @@ def test_counts_and_samples_reading_points() -> None:
     ts = reading_timestamps(b, limit=50)
     assert 40 <= len(ts) <= 60
     assert all(NOW <= t < NOW + 500 for t in ts)
+    assert len(set(ts)) == len(ts)
+    assert max(ts) - min(ts) > 400  # spread over the body, not its first lines
+    assert reading_timestamps(b"", limit=5) == []
+    assert reading_timestamps(b"alert,x=1 risk=2i 5\n", limit=5) == []
 
 
 def test_pipeline_point_has_counters_and_lag_percentiles() -> None:
