@@ -2,9 +2,10 @@
 
 The data set adapters (`infrawatch.detection.datasets`) give time-ordered readings with canonical
 field names; each is published as the nested JSON payload (DESIGN.md §1) by its own sensor
-identity, with its original timestamp, so the stored points are the data set's. Pacing keeps the
-data set's own spacing divided by `speed` (`speed=0`: as fast as the broker acknowledges, with a
-bounded number of messages in flight).
+identity; its timestamps moved as a whole so the last reading is now (the `raw` tier keeps 7 days;
+`--keep-timestamps` sends the originals), spacing kept, so the stored series is the data set's.
+Pacing keeps the data set's own spacing divided by `speed` (`speed=0`: as fast as the broker
+acknowledges, with a bounded number of messages in flight).
 
 Readings where every field is missing (the adapters keep a sensor's empty rows as NaN) are not
 sent: a device with nothing to report sends nothing.
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -43,6 +45,9 @@ class ReplayConfig:
     kind: str | None = None  # only data sets of this kind (needed for a folder of several)
     limit: int | None = None  # at most this many readings (the first ones in time)
     qos: int = 1
+    # Move the data set in time so its last reading lands now (spacing kept): the `raw` tier keeps
+    # 7 days and InfluxDB refuses older points, so a 2019 data set replayed as it is stores nothing.
+    shift_to_now: bool = True
 
     def __post_init__(self) -> None:
         if self.speed < 0:
@@ -152,6 +157,10 @@ async def replay(
     data = data.select(keep)
     if len(data) == 0:
         raise ReplayError("nothing to replay: every reading is empty")
+    if config.shift_to_now:
+        offset = time.time_ns() - int(data.timestamp_ns.max())
+        data = dataclasses.replace(data, timestamp_ns=data.timestamp_ns + offset)
+        say(f"timestamps moved by {offset / 86_400e9:+.1f} days so the last reading is now")
     used = sorted({int(i) for i in np.unique(data.sensor_index)})
     users: list[tuple[str, Role]] = [(data.sensors[i].sensor_id, "sensor") for i in used]
     creds = ensure_credentials(settings, users, credentials)

@@ -4,6 +4,7 @@ Mosquitto (the `stack` fixture) checked by a plain subscriber."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -87,7 +88,9 @@ def test_replay_through_the_broker(stack: Any) -> None:
 
     async def main() -> tuple[Any, Collector]:
         async with Collector(stack.settings, "infrawatch/#") as col:
-            stats = await replay(stack.settings, data, ReplayConfig(speed=0), reload=stack.broker.reload)
+            stats = await replay(
+                stack.settings, data, ReplayConfig(speed=0, shift_to_now=False), reload=stack.broker.reload
+            )
             await col.wait_for(stats.readings)
             return stats, col
 
@@ -168,3 +171,25 @@ def test_replay_command(
     assert "replaying 90 readings of 3 sensors" in err
     assert "done: 90 readings" in err
     assert "acked 90, failures 0" in err
+
+
+def test_replay_moves_the_data_set_so_its_last_reading_is_now(stack: Any) -> None:
+    """By default: old data would be refused by the 7-day raw tier; spacing and values are kept."""
+    data = sim.simulate("energy", seed=3, n_sensors=2, days=1)
+
+    async def main() -> tuple[Any, Collector]:
+        async with Collector(stack.settings, "infrawatch/#") as col:
+            stats = await replay(stack.settings, data, ReplayConfig(speed=0), reload=stack.broker.reload)
+            await col.wait_for(stats.readings)
+            return stats, col
+
+    before = time.time_ns()
+    stats, col = asyncio.run(main())
+    assert stats.readings == len(data)
+    batch = core.decode([m.payload for m in col.messages], [m.topic for m in col.messages])
+    assert batch.errors == []
+    order = np.argsort(batch.timestamp_ns, kind="stable")
+    shift = np.unique(np.sort(batch.timestamp_ns) - np.sort(data.timestamp_ns))
+    assert len(shift) == 1  # one offset for the whole set: spacing kept
+    assert before - 10**9 <= int(batch.timestamp_ns[order[-1]]) <= time.time_ns()
+    assert data.timestamp_ns[-1] < before - 86_400 * 10**9  # the simulated day was long ago

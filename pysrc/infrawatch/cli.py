@@ -278,7 +278,13 @@ def _replay(args: argparse.Namespace) -> int:
     from infrawatch.ingest.replay import ReplayConfig, ReplayError, load, merge, replay
 
     try:
-        config = ReplayConfig(speed=args.speed, kind=args.kind, limit=args.limit, qos=args.qos)
+        config = ReplayConfig(
+            speed=args.speed,
+            kind=args.kind,
+            limit=args.limit,
+            qos=args.qos,
+            shift_to_now=not args.keep_timestamps,
+        )
         settings, credentials = load_settings(), _credentials(args.credentials)
         data = merge(load(args.path, config.kind), config.limit)
         stats = _until_signalled(
@@ -398,11 +404,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=1.0,
         help="readings per second per sensor (not in total: N sensors send up to N x rate messages/s): "
-        "the catch-up speed with --clock live, the publishing speed with wall or sim. Default 1, "
-        "the worker's per-sensor token bucket (INFRAWATCH_WORKER__RATE_PER_S=1, BURST=1): readings "
-        "faster than the bucket are rate-limited (counted, not stored). At exactly the bucket's "
-        "rate with BURST=1, batch-time jitter alone trips it (measured with the worker: 37%% of a "
-        "catch-up refused at --rate 1, 0.7%% at 0.9): give the worker BURST=2 (none refused)",
+        "the catch-up speed with --clock live, the publishing speed with wall or sim. Default 1. "
+        "The workers' per-sensor token bucket (INFRAWATCH_WORKER__RATE_PER_S=1, BURST=1) runs on "
+        "the readings' own timestamps: a live catch-up (readings a kind's interval apart) passes "
+        "at any rate; with --clock wall, readings stamped faster than the bucket are rate-limited",
     )
     si.add_argument("--kinds", default="water_flow,water_quality,energy", help="comma-separated kinds")
     si.add_argument("--site", default="site-01", help="the facility's site name (a topic level)")
@@ -459,6 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--kind", choices=["water_flow", "water_quality", "energy"])
     rp.add_argument("--limit", type=_positive_int, help="only the first N readings")
     rp.add_argument("--qos", type=int, choices=[0, 1], default=1)
+    rp.add_argument(
+        "--keep-timestamps",
+        action="store_true",
+        help="send the data set's own timestamps (default: moved so the last reading is now — "
+        "InfluxDB's raw tier refuses points older than its 7 days)",
+    )
     rp.add_argument("--credentials", type=Path, help="JSON {username: password} of existing broker users")
     rp.add_argument("--pid-file", type=Path, help="SIGHUP the broker with this pid file after adding users")
     rp.set_defaults(func=_replay)
