@@ -177,10 +177,30 @@ def test_good_readings_become_points_and_bad_ones_dead_letters(stack: Stack, tmp
         (json.dumps({"timestamp": "yesterday", "flow": 1}).encode(), "bad_timestamp"),
         (b'{"flow": "abc"}', "bad_value"),
         (json.dumps({"flow": 1, "pad": "x" * 70_000}).encode(), "too_large"),
+        (b'{"kind": "energy", "flow": 1}', "kind_mismatch"),
+        (b'{"site": "", "flow": 1}', "bad_site"),
+        (b'{"site": "elsewhere", "flow": 1}', "site_mismatch"),
+        (b'{"zone": 3, "flow": 1}', "bad_zone"),
+        (b'{"flow": 1, "2nd": 1}', "bad_field_name"),
+        (b'{"temp": 1, "temperature": 2}', "duplicate_field"),
+        (("{" + ", ".join(f'"f{i}": {i}' for i in range(65)) + "}").encode(), "too_many_fields"),
+    ]
+    gw = "infrawatch/plant/gateway/G1/batch"
+    ok = '{"sensor_id": "GA", "kind": "energy", "kwh": 1}'
+    bad_gateway = [
+        (b'[{"kind": "energy", "kwh": 1}]', "missing_sensor_id"),
+        (b'[{"sensor_id": "", "kind": "energy", "kwh": 1}]', "bad_sensor_id"),
+        (("[" + ",".join([ok] + ["{}"] * 10_000) + "]").encode(), "too_many_readings"),
+        (b"[]", "empty_batch"),
     ]
     msgs["W1"] += [(wf.format("W1"), p) for p, _ in bad]
     msgs["W1"].append(("infrawatch/plant/steam/W1/telemetry", b'{"flow": 1}'))
+    msgs["G1"] += [(gw, p) for p, _ in bad_gateway]
+    bad += bad_gateway
     expected_reasons = sorted([r for _, r in bad] + ["unknown_kind"])
+    # every reason code can arrive over MQTT but `bad_topic`: the broker's ACL refuses a topic that
+    # is not a sensor's telemetry or a gateway's batch before any worker sees it
+    assert sorted(set(expected_reasons) | {"bad_topic"}) == sorted(core.REASON_CODES)
     n_messages = sum(len(m) for m in msgs.values())
 
     async def scenario() -> Worker:
