@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from tests import test_features
 from tests.utils.factories import (
     MINUTE,
     T0,
@@ -102,21 +103,7 @@ def band(score: float, medium: float, high: float, critical: float) -> int:
 
 
 LEVELS = ["LOW", "MEDIUM", "HIGH", "CRITICAL"]
-STATS = (
-    "last",
-    "mean",
-    "std",
-    "min",
-    "max",
-    "delta",
-    "slope",
-    "ewma",
-    "zscore",
-    "hod_dev",
-    "day_dev",
-    "day_dev_1h",
-    "day_dev_3h",
-)
+STATS = tuple(test_features.STATS)  # the per-field statistics, as the feature tests state them
 # words that a plain-words reason for a per-reading feature contains
 GENERIC_WORDS = {
     "count": "readings in the window",
