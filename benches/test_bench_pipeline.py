@@ -115,6 +115,9 @@ class PythonTwin:
                 "v": {f: deque(maxlen=WINDOW) for f in FIELDS},
                 "e": {},
                 "p": {},
+                "d": {},  # (field, quarter) -> [profile, sum today, n today, day]: day_dev
+                "s1": {},
+                "s3": {},
                 "last": None,
             }
             self.state[sid] = st
@@ -125,6 +128,8 @@ class PythonTwin:
         hour = (ts // 3_600_000_000_000) % 24
         dow = ((ts // 86_400_000_000_000) + 3) % 7
         quarter = (ts // 900_000_000_000) % 96 + (96 if dow >= 5 else 0)
+        day = ts // 86_400_000_000_000
+        keep1, keep3 = math.exp(-dt / 3600), math.exp(-dt / 10800)
         for f in FIELDS:
             v = m.get(f, math.nan)
             st["v"][f].append(v)
@@ -134,6 +139,24 @@ class PythonTwin:
                 st["e"][f] = v if e is None else self.alpha * v + (1 - self.alpha) * e
                 st["p"][(f, quarter)] = v if math.isnan(usual) else 0.25 * v + 0.75 * usual
             row += _stats(st["v"][f], st["t"], st["e"].get(f, math.nan), v - usual)
+            # day_dev: against the slot's once-a-day profile, then its 1 h and 3 h EWMAs in time
+            d = st["d"].setdefault((f, quarter), [math.nan, 0.0, 0.0, -1])
+            if d[3] != day:
+                if d[2] > 0:
+                    m_ = d[1] / d[2]
+                    d[0] = m_ if math.isnan(d[0]) else 0.5 * m_ + 0.5 * d[0]
+                d[1], d[2], d[3] = 0.0, 0.0, day
+            dev = math.nan
+            if not math.isnan(v):
+                d[1] += v
+                d[2] += 1
+                dev = v - d[0]
+            for key, keep in (("s1", keep1), ("s3", keep3)):
+                e_ = st[key].get(f, math.nan)
+                if not math.isnan(dev):
+                    e_ = dev if math.isnan(e_) or math.isnan(keep) else keep * e_ + (1 - keep) * dev
+                    st[key][f] = e_
+            row += [dev, st["s1"].get(f, math.nan), st["s3"].get(f, math.nan)]
         dow = ((ts // 86_400_000_000_000) + 3) % 7
         p, q = m.get("pressure_bar", math.nan), m.get("flow_rate_lps", math.nan)
         row += [
