@@ -52,7 +52,7 @@ class PyStore:
 
     def __init__(self, window: int, k: int) -> None:
         self.window, self.k, self.alpha = window, k, 2.0 / (window + 1)
-        self.sensors: dict[str, tuple[deque[int], list[deque[float]], list[float], dict[int, float]]] = {}
+        self.sensors: dict[str, tuple[Any, ...]] = {}
         self.stale = 0
 
     def update(self, ids: list[str], ts: list[int], rows: list[list[float]]) -> list[list[float]]:
@@ -66,18 +66,38 @@ class PyStore:
                 [deque(maxlen=self.window) for _ in vals],
                 [math.nan] * self.k,
                 {},
+                {},  # once-a-day profile per field and slot: [profile, sum today, n today, day]
+                [math.nan] * self.k,  # day_dev EWMA, 1 h
+                [math.nan] * self.k,  # day_dev EWMA, 3 h
             )
             self.sensors[sid] = st
-        times, rings, ewma, profile = st
+        times, rings, ewma, profile, days, dev1, dev3 = st
         if times and ts <= times[-1]:
             self.stale += 1
-            return [math.nan] * (10 * self.k + 7)
+            return [math.nan] * (13 * self.k + 7)
         prev_ts = times[-1] if times else None
         times.append(ts)
         row: list[float] = []
         weekend = (ts // 86_400_000_000_000 + 3) % 7 >= 5
         hour = ts // 900_000_000_000 % 96 + (96 if weekend else 0)  # quarter-hour, weekday/weekend
+        day = ts // 86_400_000_000_000
+        gap = math.nan if prev_ts is None else (ts - prev_ts) / 1e9
+        keep1, keep3 = math.exp(-gap / 3600), math.exp(-gap / 10800)
         for j, v in enumerate(vals):
+            d = days.setdefault(j * 192 + hour, [math.nan, 0.0, 0.0, -1])
+            if d[3] != day:
+                if d[2] > 0:
+                    d[0] = d[1] / d[2] if math.isnan(d[0]) else 0.5 * d[1] / d[2] + 0.5 * d[0]
+                d[1], d[2], d[3] = 0.0, 0.0, day
+            dd = math.nan
+            if not math.isnan(v):
+                d[1] += v
+                d[2] += 1
+                dd = v - d[0]
+            if not math.isnan(dd):
+                for e, keep in ((dev1, keep1), (dev3, keep3)):
+                    e[j] = dd if math.isnan(e[j]) or math.isnan(keep) else keep * e[j] + (1 - keep) * dd
+            day_feats = [dd, dev1[j], dev3[j]]
             usual = profile.get(j * 192 + hour, math.nan)
             hod = v - usual
             if not math.isnan(v):
@@ -91,7 +111,7 @@ class PyStore:
             n = len(pts)
             if n == 0:
                 row += [v, math.nan, math.nan, math.nan, math.nan, v - prev, math.nan, ewma[j]]
-                row += [math.nan if math.isnan(v) else 0.0, hod]
+                row += [math.nan if math.isnan(v) else 0.0, hod, *day_feats]
                 continue
             xs = [x for _, x in pts]
             mean = sum(xs) / n
@@ -100,7 +120,7 @@ class PyStore:
             sxx = sum((t - mt) ** 2 for t, _ in pts)
             slope = sum((t - mt) * (x - mean) for t, x in pts) / sxx if n >= 2 and sxx > 0 else math.nan
             z = math.nan if math.isnan(v) else 0.0 if std == 0 else (v - mean) / std
-            row += [v, mean, std, min(xs), max(xs), v - prev, slope, ewma[j], z, hod]
+            row += [v, mean, std, min(xs), max(xs), v - prev, slope, ewma[j], z, hod, *day_feats]
         row += [float(len(times)), math.nan if prev_ts is None else (ts - prev_ts) / 1e9]
         row += _calendar(ts)
         row.append(_ratio(vals))
@@ -120,7 +140,7 @@ class NpStore:
         self.stale = 0
 
     def update(self, ids: list[str], ts: np.ndarray, vals: np.ndarray) -> np.ndarray:
-        out = np.full((len(ids), 10 * self.k + 7), np.nan)
+        out = np.full((len(ids), 13 * self.k + 7), np.nan)
         with np.errstate(invalid="ignore", divide="ignore"):
             for i, sid in enumerate(ids):
                 self._one(sid, int(ts[i]), vals[i], out[i])
@@ -137,9 +157,15 @@ class NpStore:
                 0,
                 0,
                 np.full((192, k), np.nan),  # time-of-day profile: 96 quarter-hours × weekday/weekend
+                np.full((192, k), np.nan),  # once-a-day profile (day_dev)
+                np.zeros((192, k)),  # its sum today
+                np.zeros((192, k)),  # its count today
+                np.full(192, -1),  # its day
+                np.full(k, np.nan),  # day_dev EWMA, 1 h
+                np.full(k, np.nan),  # day_dev EWMA, 3 h
             ]
             self.sensors[sid] = st
-        tr, vr, ew, head, n, prof = st
+        tr, vr, ew, head, n, prof, dp, dsum, dn, dday, d1, d3 = st
         if n and ts <= tr[(head - 1) % w]:
             self.stale += 1
             return
@@ -154,6 +180,26 @@ class NpStore:
             seen, np.where(np.isnan(prof[hour]), v, 0.25 * v + 0.75 * prof[hour]), prof[hour]
         )
         ew[seen] = np.where(np.isnan(ew[seen]), v[seen], self.alpha * v[seen] + (1 - self.alpha) * ew[seen])
+        day = ts // 86_400_000_000_000
+        if dday[hour] != day:
+            had = dn[hour] > 0
+            m_day = np.where(had, dsum[hour] / np.where(had, dn[hour], 1), np.nan)
+            dp[hour] = np.where(
+                had, np.where(np.isnan(dp[hour]), m_day, 0.5 * m_day + 0.5 * dp[hour]), dp[hour]
+            )
+            dsum[hour], dn[hour], dday[hour] = 0.0, 0.0, day
+        dsum[hour] += np.where(seen, v, 0.0)
+        dn[hour] += seen
+        dd = np.where(seen, v - dp[hour], np.nan)
+        gap = np.nan if prev_ts is None else (ts - prev_ts) / 1e9
+        for e, tau in ((d1, 3600.0), (d3, 10800.0)):
+            keep = np.exp(-gap / tau)
+            upd = ~np.isnan(dd)
+            e[upd] = (
+                dd[upd]
+                if np.isnan(keep)
+                else np.where(np.isnan(e[upd]), dd[upd], keep * e[upd] + (1 - keep) * dd[upd])
+            )
         st[3], st[4] = (head + 1) % w, min(n + 1, w)
         n = st[4]
         t = ((tr[:n] - ts) / 1e9)[:, None]
@@ -172,8 +218,8 @@ class NpStore:
         hi = np.where(c > 0, np.where(m, x, -np.inf).max(0), np.nan)
         z = np.where(np.isnan(v), np.nan, np.where(std == 0, 0.0, (v - mean) / std))
         z = np.where((c == 0) & ~np.isnan(v), 0.0, z)
-        stats = np.stack([v, mean, std, lo, hi, v - prev, slope, ew, z, hod], axis=1)
-        b = 10 * k
+        stats = np.stack([v, mean, std, lo, hi, v - prev, slope, ew, z, hod, dd, d1, d3], axis=1)
+        b = 13 * k
         out[:b] = stats.ravel()
         out[b] = n
         out[b + 1] = np.nan if prev_ts is None else (ts - prev_ts) / 1e9
