@@ -30,17 +30,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from tests.test_ingest_worker import running, wait_until
 from tests.utils.stack import Stack
 
 from infrawatch import sim
-from infrawatch.config import Settings
 from infrawatch.detection import metrics
 from infrawatch.detection.evaluation import EVENT_RULES, probation_end_ns
 from infrawatch.detection.registry import ModelRegistry
@@ -48,7 +46,7 @@ from infrawatch.detection.training import TrainConfig, train
 from infrawatch.ingest import broker_admin
 from infrawatch.ingest.deadletter import read_dead_letters
 from infrawatch.ingest.publisher import Fleet
-from infrawatch.ingest.worker import Worker, run, worker_paths
+from infrawatch.ingest.worker import Worker, worker_paths
 
 pytestmark = pytest.mark.integration
 
@@ -99,30 +97,6 @@ def fleet(kind: str, end_ns: int) -> sim.SimData:
 def self_publishing(data: sim.SimData) -> np.ndarray:
     """Per reading: does its sensor publish as itself (every third sensor) or through its gateway."""
     return np.asarray(data.sensor_index % 3 == 1)
-
-
-async def wait_until(cond: Callable[[], bool], what: str, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not cond():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what}")
-        await asyncio.sleep(0.2)
-
-
-@asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Worker]:
-    worker = Worker(settings)
-    task = asyncio.create_task(run(settings, worker=worker))
-    waiter = asyncio.create_task(worker.subscribed.wait())
-    await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        task.result()  # raises the worker's error
-    assert worker.subscribed.is_set()
-    try:
-        yield worker
-    finally:
-        worker.stop()
-        await asyncio.wait_for(task, 30)
 
 
 def stored_counts(stack: Stack, kind: str) -> dict[str, int]:
