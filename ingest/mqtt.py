@@ -113,17 +113,24 @@ class Inbox:
         return [items.popleft() for _ in range(n)]
 
     async def take(self, max_n: int, linger_s: float) -> list[Received]:
-        """Wait for a first message, then up to `linger_s` for the batch to reach `max_n`."""
+        """Wait for a first message, then until it is `linger_s` old for the batch to reach `max_n`.
+
+        The linger counts from the oldest message's receipt, not from this call: messages that
+        arrived while the previous batch was being processed or written have already waited.
+        """
         while not self._items and not self._closed:
             self._want = 1
             self._event.clear()
             await self._event.wait()
         if self._items and len(self._items) < max_n and not self._closed:
+            left_s = linger_s - (time.time_ns() - self._items[0].received_ns) / 1e9
+            if left_s <= 0:
+                return self.take_now(max_n)
             self._want = max_n
             self._event.clear()
             # a timer that sets the event rather than `asyncio.timeout`: on Python 3.11 a timeout that
             # fires as the wait completes leaves a cancellation pending for the caller's next await
-            timer = asyncio.get_running_loop().call_later(linger_s, self._event.set)
+            timer = asyncio.get_running_loop().call_later(left_s, self._event.set)
             try:
                 await self._event.wait()
             finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import zlib
 
 import pytest
@@ -89,8 +90,8 @@ def test_split_body_cuts_at_line_ends() -> None:
     assert split_body(b"short", limit=4096) == [b"short"]
 
 
-def _msg(i: int) -> Received:
-    return Received("t", b"%d" % i, i, 1, 0, 1)
+def _msg(i: int, received_ns: int | None = None) -> Received:
+    return Received("t", b"%d" % i, i, 1, time.time_ns() if received_ns is None else received_ns, 1)
 
 
 def test_inbox_gives_full_batches_at_once_and_partial_ones_after_the_linger() -> None:
@@ -116,5 +117,27 @@ def test_inbox_gives_full_batches_at_once_and_partial_ones_after_the_linger() ->
         inbox.close()  # a disconnect or a stop hands out what there is
         assert [m.mid for m in await waiter] == [7]
         assert await inbox.take(3, linger_s=60) == []
+
+    asyncio.run(scenario())
+
+
+def test_inbox_linger_counts_from_the_oldest_messages_receipt() -> None:
+    """Messages that queued while the previous batch was processed or written have waited already:
+    a partial batch whose oldest message is past the linger is handed out at once, a younger one
+    only after the rest of its linger."""
+
+    async def scenario() -> None:
+        inbox = Inbox()
+        inbox.put(_msg(1, received_ns=time.time_ns() - 2_000_000_000))  # arrived 2 s ago
+        inbox.put(_msg(2))
+        t = time.perf_counter()
+        assert [m.mid for m in await inbox.take(10, linger_s=1.0)] == [1, 2]
+        assert time.perf_counter() - t < 0.5
+
+        inbox.put(_msg(3, received_ns=time.time_ns() - 1_000_000_000))  # 1 s ago, linger 1.5 s
+        t = time.perf_counter()
+        assert [m.mid for m in await inbox.take(10, linger_s=1.5)] == [3]
+        waited = time.perf_counter() - t
+        assert 0.3 < waited < 1.2, waited  # the rest of its linger (~0.5 s), not a whole one
 
     asyncio.run(scenario())
