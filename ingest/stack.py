@@ -169,6 +169,20 @@ class Stack:
             args += ["--gateways", str(self.opts.gateways)]
         self._spawn("simulate", [*args, *self.opts.extra_simulate_args])
         self.say(f"simulated facility: {self.opts.sensors} sensors across the three kinds")
+        self.write_sensor_registry()
+
+    def write_sensor_registry(self) -> None:
+        """The simulated sensors' coordinates as `sensor` points, for Grafana's facility map (the
+        simulator's layout is deterministic from its config, so the plan names the same sensors)."""
+        from infrawatch.ingest import sensor_meta
+        from infrawatch.ingest.simulate import SimConfig, plan
+
+        sensors = [
+            sl.sensor for sl in plan(SimConfig(sensors=self.opts.sensors, gateways=self.opts.gateways)).slots
+        ]
+        with influx_admin.InfluxClient(self.settings, "writer") as c:
+            c.write(sensor_meta.sensor_lines(sensors), rp=sensor_meta.RETENTION_POLICY)
+        self.say(f"sensor registry: {len(sensors)} sensors with coordinates (measurement `sensor`)")
 
     # ------------------------------------------------------------------ status
     def status_line(self, client: influx_admin.InfluxClient) -> str:

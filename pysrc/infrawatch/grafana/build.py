@@ -34,7 +34,12 @@ def datasources() -> dict[str, Any]:
                 "user": "grafana",  # the read-only reader role of influx/schema/30_users.influxql
                 "isDefault": True,
                 "editable": False,
-                "jsonData": {"dbName": "infrawatch", "httpMode": "POST", "version": "InfluxQL", "timeInterval": "10s"},
+                "jsonData": {
+                    "dbName": "infrawatch",
+                    "httpMode": "POST",
+                    "version": "InfluxQL",
+                    "timeInterval": "10s",
+                },
                 # Grafana reads the reader's password from the environment at start-up
                 "secureJsonData": {"password": "${INFRAWATCH_INFLUX__GRAFANA_PASSWORD}"},
             }

@@ -28,7 +28,7 @@ Json = dict[str, Any]
 
 LATEST = (
     'SELECT last("risk") AS "risk" FROM "raw"."reading" '
-    f"WHERE time > now() - {ONLINE_WINDOW} AND \"site\" =~ /^$site$/ AND \"zone\" =~ /^$zone$/ "
+    f'WHERE time > now() - {ONLINE_WINDOW} AND "site" =~ /^$site$/ AND "zone" =~ /^$zone$/ '
     'GROUP BY "sensor_id", "zone", "kind", "site"'
 )
 
@@ -144,7 +144,13 @@ ZONE = query_var("zone", "Zone", 'SHOW TAG VALUES FROM "reading" WITH KEY = "zon
 
 
 def dashboard(
-    uid: str, title: str, panels: list[Json], variables: list[Json], *, tags: list[str], time_from: str = "now-6h"
+    uid: str,
+    title: str,
+    panels: list[Json],
+    variables: list[Json],
+    *,
+    tags: list[str],
+    time_from: str = "now-6h",
 ) -> Json:
     return {
         "uid": uid,
@@ -160,7 +166,13 @@ def dashboard(
         "templating": {"list": variables},
         "annotations": {"list": []},
         "links": [
-            {"type": "dashboards", "tags": ["infrawatch"], "asDropdown": True, "title": "infrawatch", "icon": "external link"}
+            {
+                "type": "dashboards",
+                "tags": ["infrawatch"],
+                "asDropdown": True,
+                "title": "infrawatch",
+                "icon": "external link",
+            }
         ],
         "panels": _layout(panels),
     }
@@ -181,7 +193,10 @@ RISK_MAPPING = [
 
 
 def facility_overview() -> Json:
-    stat = {"reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}, "colorMode": "background"}
+    stat = {
+        "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+        "colorMode": "background",
+    }
     panels = [
         panel(
             "stat",
@@ -217,11 +232,7 @@ def facility_overview() -> Json:
         panel(
             "stat",
             "Pipeline: readings/s",
-            [
-                target(
-                    'SELECT sum("written") / 300 AS "per_s" FROM "raw"."pipeline" WHERE time > now() - 5m'
-                )
-            ],
+            [target('SELECT sum("written") / 300 AS "per_s" FROM "raw"."pipeline" WHERE time > now() - 5m')],
             w=6,
             h=4,
             description="Readings stored per second over the last 5 minutes, all workers",
@@ -243,7 +254,15 @@ def facility_overview() -> Json:
             w=24,
             h=8,
             description="The latest alert point per sensor in the time range (newest verdict rises)",
-            overrides=[{"matcher": {"id": "byName", "options": "risk"}, "properties": [{"id": "mappings", "value": RISK_MAPPING}, {"id": "custom.cellOptions", "value": {"type": "color-background"}}]}],
+            overrides=[
+                {
+                    "matcher": {"id": "byName", "options": "risk"},
+                    "properties": [
+                        {"id": "mappings", "value": RISK_MAPPING},
+                        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+                    ],
+                }
+            ],
             thresholds=RISK_STEPS,
         ),
         panel(
@@ -331,7 +350,15 @@ def facility_overview() -> Json:
     return dashboard("iw-overview", "Facility overview", panels, [SITE, ZONE, tier_var()], tags=["facility"])
 
 
-MEASURED = ("pressure_bar", "flow_rate_lps", "temperature_c", "ph", "turbidity_ntu", "chlorine_mgl", "energy_kwh")
+MEASURED = (
+    "pressure_bar",
+    "flow_rate_lps",
+    "temperature_c",
+    "ph",
+    "turbidity_ntu",
+    "chlorine_mgl",
+    "energy_kwh",
+)
 VERDICTS = ("risk", "leak_probability", "burst_probability", "contamination_probability", "anomaly_score")
 
 
@@ -342,7 +369,7 @@ def sensor_detail() -> Json:
         'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor_id" WHERE "site" =~ /^$site$/',
         multi=False,
     )
-    where = '$timeFilter AND "sensor_id" = \'$sensor\''
+    where = "$timeFilter AND \"sensor_id\" = '$sensor'"
     panels = [
         panel(
             "timeseries",
@@ -406,7 +433,9 @@ def sensor_detail() -> Json:
             h=4,
         ),
     ]
-    d = dashboard("iw-sensor", "Sensor detail", panels, [SITE, sensor, tier_var()], tags=["facility", "sensor"])
+    d = dashboard(
+        "iw-sensor", "Sensor detail", panels, [SITE, sensor, tier_var()], tags=["facility", "sensor"]
+    )
     d["annotations"]["list"] = [
         {
             "name": "Alerts",
@@ -427,7 +456,9 @@ def water_quality() -> Json:
         "Station",
         'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor_id" WHERE "kind" = \'water_quality\' AND "site" =~ /^$site$/',
     )
-    where = '$timeFilter AND "kind" = \'water_quality\' AND "site" =~ /^$site$/ AND "sensor_id" =~ /^$station$/'
+    where = (
+        '$timeFilter AND "kind" = \'water_quality\' AND "site" =~ /^$site$/ AND "sensor_id" =~ /^$station$/'
+    )
     params = [
         ("ph", "pH", "none"),
         ("turbidity_ntu", "Turbidity", "NTU"),
@@ -585,7 +616,7 @@ def pipeline_health() -> Json:
             [
                 target(
                     'SELECT max(/^(max_)?lag_p(50|95|99)_ms$/) FROM "$tier"."pipeline" '
-                    f'WHERE {where} GROUP BY time($__interval) fill(none)'
+                    f"WHERE {where} GROUP BY time($__interval) fill(none)"
                 )
             ],
             w=12,
@@ -647,7 +678,12 @@ def pipeline_health() -> Json:
         ),
     ]
     return dashboard(
-        "iw-pipeline", "Pipeline health", panels, [worker, tier_var()], tags=["operations"], time_from="now-1h"
+        "iw-pipeline",
+        "Pipeline health",
+        panels,
+        [worker, tier_var()],
+        tags=["operations"],
+        time_from="now-1h",
     )
 
 
