@@ -107,6 +107,7 @@ def rule(
     }
 
 
+RISK_WINDOW_S = 1200
 PROBABILITIES = (
     ("L", "leak_probability"),
     ("U", "burst_probability"),
@@ -116,18 +117,19 @@ PROBABILITIES = (
 
 
 def _risk_rule(level: str, low: float, high: float) -> Json:
-    # one query per model score (a query with several value columns would give Grafana several
-    # series with the same labels); reduced to the highest of the last 10 minutes for the message
+    # the latest verdict of the last RISK_WINDOW_S: longer than the slowest kind's interval (energy,
+    # 15 min), so every sensor's newest verdict is in it. One query per model score (a query with
+    # several value columns would give Grafana several series with the same labels), reduced to
+    # the highest of the window for the message.
+    q = f'SELECT last("risk") AS "risk" FROM "raw"."reading" WHERE $timeFilter GROUP BY {TAGS}'
     data = [
-        query(
-            "A", f'SELECT last("risk") AS "risk" FROM "raw"."reading" WHERE $timeFilter GROUP BY {TAGS}', 600
-        ),
+        query("A", q, RISK_WINDOW_S),
         reduce("B", "A"),
     ]
     shown = []
     for ref_id, field in PROBABILITIES:
         q = f'SELECT max("{field}") FROM "raw"."reading" WHERE $timeFilter GROUP BY {TAGS}'
-        data += [query(f"{ref_id}Q", q, 600), reduce(ref_id, f"{ref_id}Q", "max")]
+        data += [query(f"{ref_id}Q", q, RISK_WINDOW_S), reduce(ref_id, f"{ref_id}Q", "max")]
         shown.append(f'{{{{ with $values.{ref_id} }}}}{field} {{{{ printf "%.2f" .Value }}}} {{{{ end }}}}')
     data.append(threshold("C", "B", "within_range", low, high))
     return rule(
@@ -138,7 +140,7 @@ def _risk_rule(level: str, low: float, high: float) -> Json:
         severity=level,
         summary=f"{level.upper()} risk at {{{{ $labels.sensor_id }}}} ({{{{ $labels.kind }}}}, zone {{{{ $labels.zone }}}}, site {{{{ $labels.site }}}})",
         description=(
-            "Highest scores, last 10 min: " + "".join(shown) + "— location and the model's explanation: "
+            "Highest scores, last 20 min: " + "".join(shown) + "— location and the model's explanation: "
             "the sensor dashboard (dashboard_url); the API's alert history keeps the alert message."
         ),
         runbook=f"risk-{level}",
@@ -180,17 +182,19 @@ def quality_rule() -> Json:
 
 
 def silent_rule() -> Json:
-    # per sensor seen in the last 24 h: readings in the last ONLINE_WINDOW. The inner fill(0) makes a
-    # row per 5 minutes for every series with data in the range, so a silent sensor sums to 0
-    # instead of vanishing (a vanished series cannot fire).
+    # per sensor seen in the last 24 h: its readings per 5 minutes, averaged over the last six
+    # intervals (30 min). fill(0) gives every series with data in the range a row per interval, so
+    # a silent sensor's average falls to 0 instead of its series vanishing (a vanished series
+    # cannot fire). InfluxDB 1.x drops all rows when the outer query of a subquery has its own
+    # time condition, hence moving_average, not a sum over `time > now() - 30m`.
     q = (
-        f'SELECT sum("n") AS "readings" FROM (SELECT count("risk") AS "n" FROM "raw"."reading" WHERE $timeFilter '
-        f"GROUP BY time(5m), {TAGS} fill(0)) WHERE time > now() - {ONLINE_WINDOW} GROUP BY {TAGS}"
+        'SELECT moving_average("n", 6) AS "per_5m" FROM (SELECT count("risk") AS "n" FROM "raw"."reading" '
+        f"WHERE $timeFilter GROUP BY time(5m), {TAGS} fill(0)) GROUP BY {TAGS}"
     )
     return rule(
         "iw-sensor-silent",
         "Sensor silent",
-        [query("A", q, 86400), reduce("B", "A", "sum"), threshold("C", "B", "lt", 1)],
+        [query("A", q, 86400), reduce("B", "A", "last"), threshold("C", "B", "lt", 0.1)],
         category="maintenance",
         severity="warning",
         summary="{{ $labels.sensor_id }} silent for 30 min (site {{ $labels.site }}, zone {{ $labels.zone }})",
