@@ -199,7 +199,8 @@ def check_alerting(root: Path, dashboards: dict[str, dict[str, Any]] | None = No
             if rcv["uid"] in receiver_uids:
                 problems.append(f"contact point {cp['name']}: receiver uid {rcv['uid']} not unique")
             receiver_uids.add(rcv["uid"])
-            for used in _TEMPLATE_USE.findall(json.dumps(rcv.get("settings", {}))):
+            texts = [v for v in (rcv.get("settings") or {}).values() if isinstance(v, str)]
+            for used in (u for t in texts for u in _TEMPLATE_USE.findall(t)):
                 if used not in defined:
                     problems.append(f"contact point {cp['name']}: uses undefined template {used!r}")
     trees = [p for f in files.values() for p in f.get("policies", [])]
