@@ -47,7 +47,8 @@ def sensor_lines(sensors: Iterable[SensorLike], ts_ns: int | None = None) -> byt
     out = []
     for s in sensors:
         out.append(
-            f"sensor,kind={_tag(s.kind)},sensor_id={_tag(s.sensor_id)},site={_tag(s.site)},zone={_tag(s.zone)} "
+            f"sensor,kind={_tag(s.kind)},sensor_id={_tag(s.sensor_id)},"
+            f"site={_tag(s.site)},zone={_tag(s.zone)} "
             f"lat={float(s.lat)!r},lon={float(s.lon)!r},location={_string(s.location)} {ts}\n"
         )
     return "".join(out).encode()

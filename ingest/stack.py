@@ -22,9 +22,10 @@ from typing import TextIO
 from infrawatch.config import Settings, load_settings
 from infrawatch.detection.registry import KINDS, ModelRegistry
 from infrawatch.errors import UserError
-from infrawatch.ingest import broker_admin, influx_admin
+from infrawatch.ingest import broker_admin, influx_admin, sensor_meta
 from infrawatch.ingest.secrets import INFLUX_ROLES, local_settings
 from infrawatch.ingest.servers import ROOT, BrokerServer, InfluxServer, _port_open
+from infrawatch.ingest.simulate import SimConfig, plan
 
 GRAFANA_DIR = ROOT / "grafana"
 
@@ -174,9 +175,6 @@ class Stack:
     def write_sensor_registry(self) -> None:
         """The simulated sensors' coordinates as `sensor` points, for Grafana's facility map (the
         simulator's layout is deterministic from its config, so the plan names the same sensors)."""
-        from infrawatch.ingest import sensor_meta
-        from infrawatch.ingest.simulate import SimConfig, plan
-
         sensors = [
             sl.sensor for sl in plan(SimConfig(sensors=self.opts.sensors, gateways=self.opts.gateways)).slots
         ]

@@ -69,7 +69,11 @@ def small_models() -> dict[str, dict[str, Any]]:
     expected = RandomForestRegressor(10, max_depth=10, min_samples_leaf=5, random_state=0, n_jobs=1)
     expected.fit(xe[normal][:, ctx], kwh[normal])
     return {
-        "water_flow": {"leak": ens(leak, feature_names=names), "burst": ens(burst, feature_names=names), "version": "wf-g"},
+        "water_flow": {
+            "leak": ens(leak, feature_names=names),
+            "burst": ens(burst, feature_names=names),
+            "version": "wf-g",
+        },
         "water_quality": {"contamination": ens(contamination, feature_names=nq), "version": "wq-g"},
         "energy": {
             "anomaly": ens(anomaly, feature_names=ne),

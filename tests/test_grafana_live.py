@@ -28,11 +28,14 @@ from tests.utils.stack import start_stack
 from infrawatch.grafana import alerting, build, macros, rules
 from infrawatch.grafana.common import TIERS
 from infrawatch.grafana.validate import BUILTIN_VARS
-from infrawatch.ingest.influx_admin import InfluxClient
+from infrawatch.ingest.influx_admin import InfluxClient, InfluxError
 
 pytestmark = pytest.mark.integration
 ONLINE_NS = 30 * MINUTE
-DASHBOARDS = {d["uid"]: d for d in (json.loads(p.read_text()) for p in sorted((build.ROOT / "dashboards").rglob("*.json")))}
+DASHBOARDS = {
+    d["uid"]: d
+    for d in (json.loads(p.read_text()) for p in sorted((build.ROOT / "dashboards").rglob("*.json")))
+}
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +62,9 @@ def _values(series: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
-def variables(d: dict[str, Any], reader: InfluxClient, world: World, pick: dict[str, str]) -> dict[str, macros.Variable]:
+def variables(
+    d: dict[str, Any], reader: InfluxClient, world: World, pick: dict[str, str]
+) -> dict[str, macros.Variable]:
     """Resolve a dashboard's variables in order, as Grafana does on load: run each query (with the
     variables before it), take `pick`'s value, else All (multi) or the first option."""
     out: dict[str, macros.Variable] = {}
@@ -88,7 +93,10 @@ def run_panels(world: World, reader: InfluxClient) -> dict[tuple[str, str, str, 
         pick = {k: world.planted[v] for k, v in PICKS.get(uid, {}).items()}
         base = variables(d, reader, world, pick)
         queries = [(p["title"], t, p.get("interval")) for p in d["panels"] for t in p["targets"]]
-        queries += [(f"annotation {a['name']}", {"refId": "A", "query": a["query"]}, None) for a in d["annotations"]["list"]]
+        queries += [
+            (f"annotation {a['name']}", {"refId": "A", "query": a["query"]}, None)
+            for a in d["annotations"]["list"]
+        ]
         for title, t, min_interval in queries:
             tiers = [rp for rp, _ in TIERS] if "$tier" in t["query"] else ["raw"]
             for tier in tiers:
@@ -104,7 +112,9 @@ def panels(world: World, reader: InfluxClient) -> dict[tuple[str, str, str, str]
     return run_panels(world, reader)
 
 
-def test_every_panel_query_runs_as_the_reader_and_returns_data(panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]) -> None:
+def test_every_panel_query_runs_as_the_reader_and_returns_data(
+    panels: dict[tuple[str, str, str, str], list[dict[str, Any]]],
+) -> None:
     n_targets = sum(len(p["targets"]) for d in DASHBOARDS.values() for p in d["panels"])
     assert len({k[:3] for k in panels}) >= n_targets
     empty = [k for k, rows in panels.items() if not rows]
@@ -113,11 +123,19 @@ def test_every_panel_query_runs_as_the_reader_and_returns_data(panels: dict[tupl
     assert tiered == {"raw", "rollup_1m", "rollup_1h"}
 
 
-def one(panels: dict[tuple[str, str, str, str], list[dict[str, Any]]], uid: str, title: str, ref: str = "A", tier: str = "raw") -> list[dict[str, Any]]:
+def one(
+    panels: dict[tuple[str, str, str, str], list[dict[str, Any]]],
+    uid: str,
+    title: str,
+    ref: str = "A",
+    tier: str = "raw",
+) -> list[dict[str, Any]]:
     return panels[(uid, title, ref, tier)]
 
 
-def test_overview_figures_mean_what_the_data_says(world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]) -> None:
+def test_overview_figures_mean_what_the_data_says(
+    world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]
+) -> None:
     latest = world.latest_risk(ONLINE_NS)
     fleet = {s.sensor_id for s in world.sensors}
     assert set(latest) == fleet - {world.planted["silent"]}
@@ -125,17 +143,28 @@ def test_overview_figures_mean_what_the_data_says(world: World, panels: dict[tup
     active = {sid for sid, r in latest.items() if r >= 2}
     assert active == {world.planted["critical"], world.planted["quality"], world.planted["energy"]}
     assert one(panels, "iw-overview", "Active alerts")[0]["active"] == len(active)
-    assert one(panels, "iw-overview", "Average risk")[0]["avg_risk"] == pytest.approx(sum(latest.values()) / len(latest))
+    assert one(panels, "iw-overview", "Average risk")[0]["avg_risk"] == pytest.approx(
+        sum(latest.values()) / len(latest)
+    )
     # the stalled worker writes nothing now: the pipeline stat shows 0 readings/s
     assert one(panels, "iw-overview", "Pipeline: readings/s")[0]["per_s"] == 0
     table = one(panels, "iw-overview", "Active alerts by sensor")
     since = world.now_ns - HOURS * 3600 * NS
-    assert {r["sensor_id"] for r in table} == {a.tags["sensor_id"] for a in world.alerts() if a.timestamp >= since}
+    assert {r["sensor_id"] for r in table} == {
+        a.tags["sensor_id"] for a in world.alerts() if a.timestamp >= since
+    }
     # one row per sensor and severity: the burst rose to HIGH, then to CRITICAL
-    assert {r["severity"]: r["risk"] for r in table if r["sensor_id"] == world.planted["critical"]} == {"high": 2, "critical": 3}
+    assert {r["severity"]: r["risk"] for r in table if r["sensor_id"] == world.planted["critical"]} == {
+        "high": 2,
+        "critical": 3,
+    }
     zones = {r["zone"]: r for r in one(panels, "iw-overview", "Zone summary")}
     for zone in ("CRITICAL", "STANDARD"):
-        mine = [r for sid, r in latest.items() if next(s.zone for s in world.sensors if s.sensor_id == sid) == zone]
+        mine = [
+            r
+            for sid, r in latest.items()
+            if next(s.zone for s in world.sensors if s.sensor_id == sid) == zone
+        ]
         assert zones[zone]["sensors"] == len(mine)
         assert zones[zone]["max_risk"] == max(mine)
     # the map: every sensor at the simulator's coordinates, and the latest risk to colour it by
@@ -145,7 +174,9 @@ def test_overview_figures_mean_what_the_data_says(world: World, panels: dict[tup
     assert risks == latest
 
 
-def test_long_range_panels_read_every_tier_alike(world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]) -> None:
+def test_long_range_panels_read_every_tier_alike(
+    world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]
+) -> None:
     """The rollups hold the same maxima as raw: the tier variable only changes where a panel reads."""
 
     def peak(tier: str) -> dict[str, float]:
@@ -163,12 +194,16 @@ def test_long_range_panels_read_every_tier_alike(world: World, panels: dict[tupl
         assert any("burst_probability" in c for c in cols), (tier, cols)
 
 
-def test_sensor_detail_shows_the_explanations_of_the_incident(world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]) -> None:
+def test_sensor_detail_shows_the_explanations_of_the_incident(
+    world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]
+) -> None:
     rows = one(panels, "iw-sensor", "Explanations (HIGH and CRITICAL verdicts)")
     assert rows
     assert all(r["risk_level"] in ("HIGH", "CRITICAL") and r["explanation"] for r in rows)
     notes = one(panels, "iw-sensor", "annotation Alerts")
-    assert {r["severity"] for r in notes} == {a.tags["severity"] for a in world.alerts() if a.tags["sensor_id"] == world.planted["critical"]}
+    assert {r["severity"] for r in notes} == {
+        a.tags["severity"] for a in world.alerts() if a.tags["sensor_id"] == world.planted["critical"]
+    }
 
 
 # ---------------------------------------------------------------- alert rules
@@ -177,7 +212,14 @@ def test_sensor_detail_shows_the_explanations_of_the_incident(world: World, pane
 def runner(reader: InfluxClient) -> rules.Runner:
     def run(node: Any, from_ms: int, to_ms: int) -> list[rules.Series]:
         model = node["model"]
-        q = macros.render(model["query"], {}, from_ms=from_ms, to_ms=to_ms, max_data_points=model["maxDataPoints"], min_interval="1s")
+        q = macros.render(
+            model["query"],
+            {},
+            from_ms=from_ms,
+            to_ms=to_ms,
+            max_data_points=model["maxDataPoints"],
+            min_interval="1s",
+        )
         return rules.influx_series(reader.query(q))
 
     return run
@@ -211,17 +253,24 @@ def test_risk_rules_page_for_the_planted_incidents_only(world: World, reader: In
     crit = evaluate("iw-risk-critical", reader, world.now_ms)
     high = evaluate("iw-risk-high", reader, world.now_ms)
     assert firing(crit) == {world.planted["critical"]} == {s for s, r in recent.items() if r == 3}
-    assert firing(high) == {world.planted["quality"], world.planted["energy"]} == {s for s, r in recent.items() if r == 2}
+    assert (
+        firing(high)
+        == {world.planted["quality"], world.planted["energy"]}
+        == {s for s, r in recent.items() if r == 2}
+    )
     healthy = set(recent) - {world.planted[k] for k in ("critical", "quality", "energy")}
     assert healthy == quiet(crit) & quiet(high)
     assert len(healthy) == len(world.sensors) - 4  # all but the three incidents and the silent one
     inst = next(i for i in crit.instances if i.state == "Alerting")
-    assert inst.labels["zone"] == "CRITICAL" and inst.labels["kind"] == "water_flow"
+    assert inst.labels["zone"] == "CRITICAL"
+    assert inst.labels["kind"] == "water_flow"
     # the message's probabilities: the burst's highest score of the last 10 minutes
     burst = max(
         p.fields["burst_probability"]
         for p in world.readings()
-        if p.tags["sensor_id"] == world.planted["critical"] and p.timestamp > world.now_ns - alerting.RISK_WINDOW_S * NS and "burst_probability" in p.fields
+        if p.tags["sensor_id"] == world.planted["critical"]
+        and p.timestamp > world.now_ns - alerting.RISK_WINDOW_S * NS
+        and "burst_probability" in p.fields
     )
     u = next(n for n in crit.values["U"] if n.labels["sensor_id"] == world.planted["critical"])  # type: ignore[union-attr]
     assert u.value == pytest.approx(burst)
@@ -230,7 +279,9 @@ def test_risk_rules_page_for_the_planted_incidents_only(world: World, reader: In
 def test_quality_rule_fires_for_the_limit_breach(world: World, reader: InfluxClient) -> None:
     ev = evaluate("iw-quality-limit", reader, world.now_ms)
     assert firing(ev) == {world.planted["quality"]}
-    assert quiet(ev) == {s.sensor_id for s in world.fleets["water_quality"].sensors} - {world.planted["quality"]}
+    assert quiet(ev) == {s.sensor_id for s in world.fleets["water_quality"].sensors} - {
+        world.planted["quality"]
+    }
 
 
 def test_silent_sensor_rule(world: World, reader: InfluxClient) -> None:
@@ -271,7 +322,6 @@ def test_ingest_rules_fire_now_and_were_quiet_before(world: World, reader: Influ
 
 
 def test_the_reader_cannot_write(world: World, reader: InfluxClient) -> None:
-    from infrawatch.ingest.influx_admin import InfluxError
 
     with pytest.raises(InfluxError):
         reader.write(b"reading,site=x,kind=energy,sensor_id=X,zone=STANDARD risk=3i\n")

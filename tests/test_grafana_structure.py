@@ -27,7 +27,13 @@ def test_committed_files_equal_the_generator() -> None:
 def test_the_provisioned_tree_is_sound() -> None:
     assert validate.check(ROOT) == []
     dashboards = validate.load_dashboards(ROOT)
-    assert {d["uid"] for d in dashboards.values()} == {"iw-overview", "iw-sensor", "iw-quality", "iw-energy", "iw-pipeline"}
+    assert {d["uid"] for d in dashboards.values()} == {
+        "iw-overview",
+        "iw-sensor",
+        "iw-quality",
+        "iw-energy",
+        "iw-pipeline",
+    }
     assert all(d["schemaVersion"] >= 39 for d in dashboards.values())
     assert {rel.split("/")[0] for rel in dashboards} == {"Facility", "Water", "Energy", "Operations"}
 
@@ -63,7 +69,7 @@ def _bad_ds(d: dict[str, Any]) -> None:
 
 
 def _undefined_var(d: dict[str, Any]) -> None:
-    d["panels"][0]["targets"][0]["query"] += " AND \"x\" =~ /^$building$/"
+    d["panels"][0]["targets"][0]["query"] += ' AND "x" =~ /^$building$/'
 
 
 def _old_schema(d: dict[str, Any]) -> None:
@@ -98,24 +104,58 @@ def test_duplicate_dashboard_uid_is_caught(tmp_path: Path) -> None:
     assert any("uid 'iw-overview' also in" in p for p in validate.check(root))
 
 
-def _rules(fn: Any) -> Any:
-    return lambda d: fn(d["groups"])
+def _rule0(d: dict[str, Any]) -> dict[str, Any]:
+    rule: dict[str, Any] = d["groups"][0]["rules"][0]
+    return rule
+
+
+def _dup_rule(d: dict[str, Any]) -> None:
+    d["groups"][1]["rules"].append(copy.deepcopy(_rule0(d)))
+
+
+def _bad_condition(d: dict[str, Any]) -> None:
+    _rule0(d)["condition"] = "Z"
+
+
+def _bad_rule_ds(d: dict[str, Any]) -> None:
+    _rule0(d)["data"][0]["datasourceUid"] = "other"
+
+
+def _dollar_label(d: dict[str, Any]) -> None:
+    _rule0(d)["labels"]["team"] = "$TEAM"
+
+
+def _gone_dashboard(d: dict[str, Any]) -> None:
+    _rule0(d)["annotations"]["__dashboardUid__"] = "gone"
+
+
+def _nobody(d: dict[str, Any]) -> None:
+    d["policies"][0]["routes"].append({"receiver": "nobody"})
+
+
+def _nope_template(d: dict[str, Any]) -> None:
+    d["contactPoints"][1]["receivers"][0]["settings"]["subject"] = '{{ template "iw.nope" . }}'
+
+
+def _renamed_define(d: dict[str, Any]) -> None:
+    t = d["templates"][0]
+    t["template"] = t["template"].replace('define "iw.alert"', 'define "iw.other"')
 
 
 @pytest.mark.parametrize(
     ("file", "mutate", "expect"),
     [
         ("rules.yaml", lambda d: d.update(apiVersion=2), "apiVersion 2"),
-        ("rules.yaml", _rules(lambda g: g[1]["rules"].append(copy.deepcopy(g[0]["rules"][0]))), "uid not unique"),
-        ("rules.yaml", _rules(lambda g: g[0]["rules"][0].update(condition="Z")), "condition 'Z' is not a refId"),
-        ("rules.yaml", _rules(lambda g: g[0]["rules"][0]["data"][0].update(datasourceUid="other")), "'other' is not provisioned"),
-        ("rules.yaml", _rules(lambda g: g[0]["rules"][0]["labels"].update(team="$TEAM")), "holds '$'"),
-        ("rules.yaml", _rules(lambda g: g[0]["rules"][0]["annotations"].update(__dashboardUid__="gone")), "'gone' is not a provisioned dashboard"),
-        ("policies.yaml", lambda d: d["policies"][0]["routes"].append({"receiver": "nobody"}), "'nobody' is not a contact point"),
-        ("contact-points.yaml", lambda d: d["contactPoints"][1]["receivers"][0]["settings"].update(subject='{{ template "iw.nope" . }}'), "undefined template 'iw.nope'"),
-        ("templates.yaml", lambda d: d["templates"][0].update(template=d["templates"][0]["template"].replace('define "iw.alert"', 'define "iw.other"')), "undefined template 'iw.alert'"),
+        ("rules.yaml", _dup_rule, "uid not unique"),
+        ("rules.yaml", _bad_condition, "condition 'Z' is not a refId"),
+        ("rules.yaml", _bad_rule_ds, "'other' is not provisioned"),
+        ("rules.yaml", _dollar_label, "holds '$'"),
+        ("rules.yaml", _gone_dashboard, "'gone' is not a provisioned dashboard"),
+        ("policies.yaml", _nobody, "'nobody' is not a contact point"),
+        ("contact-points.yaml", _nope_template, "undefined template 'iw.nope'"),
+        ("templates.yaml", _renamed_define, "undefined template 'iw.alert'"),
     ],
-)  # fmt: skip
+)
 def test_alerting_checks_catch_mistakes(tmp_path: Path, file: str, mutate: Any, expect: str) -> None:
     root = _copy(tmp_path)
     _edit_yaml(root / "provisioning/alerting" / file, mutate)
@@ -139,13 +179,19 @@ INCIDENT_RULES = {"critical": "iw-risk-critical", "high": "iw-risk-high"}
 
 @pytest.mark.parametrize(
     ("severity", "zone", "kind"),
-    list(itertools.product(["critical", "high"], ["CRITICAL", "STANDARD"], ["water_flow", "water_quality", "energy"])),
+    list(
+        itertools.product(
+            ["critical", "high"], ["CRITICAL", "STANDARD"], ["water_flow", "water_quality", "energy"]
+        )
+    ),
 )
 def test_incident_routing(severity: str, zone: str, kind: str) -> None:
     labels = _labels(INCIDENT_RULES[severity], site="site-01", kind=kind, sensor_id="S1", zone=zone)
     out = routing.route(TREE, labels)
     assert out[0].receiver == "api-webhook"  # every alert: the API keeps history and acks
-    assert [d.receiver for d in out[1:]] == ["emergency" if (severity, zone) == ("critical", "CRITICAL") else "ops"]
+    assert [d.receiver for d in out[1:]] == [
+        "emergency" if (severity, zone) == ("critical", "CRITICAL") else "ops"
+    ]
     if out[1].receiver == "emergency":  # at once, and again every 5 min until resolved
         assert (out[1].group_wait, out[1].repeat_interval) == ("0s", "5m")
         assert out[1].group_by == ("alertname", "site", "sensor_id")
@@ -153,16 +199,23 @@ def test_incident_routing(severity: str, zone: str, kind: str) -> None:
 
 @pytest.mark.parametrize("zone", ["CRITICAL", "STANDARD"])
 def test_quality_limit_goes_to_ops_in_any_zone(zone: str) -> None:
-    out = routing.route(TREE, _labels("iw-quality-limit", kind="water_quality", sensor_id="Q", zone=zone, site="s"))
+    out = routing.route(
+        TREE, _labels("iw-quality-limit", kind="water_quality", sensor_id="Q", zone=zone, site="s")
+    )
     assert [d.receiver for d in out] == ["api-webhook", "ops"]
 
 
-@pytest.mark.parametrize(("rule", "zone"), list(itertools.product(["iw-sensor-silent", "iw-battery-low"], ["CRITICAL", "STANDARD"])))
+@pytest.mark.parametrize(
+    ("rule", "zone"),
+    list(itertools.product(["iw-sensor-silent", "iw-battery-low"], ["CRITICAL", "STANDARD"])),
+)
 def test_maintenance_goes_to_staff_grouped_per_site(rule: str, zone: str) -> None:
     a = routing.route(TREE, _labels(rule, site="site-01", kind="water_flow", sensor_id="A", zone=zone))
     b = routing.route(TREE, _labels(rule, site="site-01", kind="energy", sensor_id="B", zone="STANDARD"))
     assert [d.receiver for d in a] == ["api-webhook", "staff"]
-    assert a[1].group_key(_labels(rule, site="site-01", sensor_id="A")) == b[1].group_key(_labels(rule, site="site-01", sensor_id="B"))
+    assert a[1].group_key(_labels(rule, site="site-01", sensor_id="A")) == b[1].group_key(
+        _labels(rule, site="site-01", sensor_id="B")
+    )
     assert (a[1].group_wait, a[1].group_interval) == ("5m", "30m")
 
 
@@ -174,8 +227,11 @@ def test_system_alerts_go_to_it(rule: str) -> None:
 
 def test_every_rule_reaches_the_api_and_one_team() -> None:
     for uid in RULES:
-        out = routing.route(TREE, _labels(uid, site="s", kind="water_flow", sensor_id="x", zone="STANDARD", worker="w"))
-        assert out[0].receiver == "api-webhook" and len(out) == 2, (uid, out)
+        out = routing.route(
+            TREE, _labels(uid, site="s", kind="water_flow", sensor_id="x", zone="STANDARD", worker="w")
+        )
+        assert out[0].receiver == "api-webhook", (uid, out)
+        assert len(out) == 2, (uid, out)
 
 
 def test_router_semantics() -> None:
@@ -184,7 +240,11 @@ def test_router_semantics() -> None:
         "group_by": ["alertname"],
         "routes": [
             {"receiver": "a", "object_matchers": [["team", "=~", "db|web"]], "continue": True},
-            {"receiver": "b", "matchers": ["team=db"], "routes": [{"receiver": "b1", "matchers": ['sev!="low"']}]},
+            {
+                "receiver": "b",
+                "matchers": ["team=db"],
+                "routes": [{"receiver": "b1", "matchers": ['sev!="low"']}],
+            },
             {"receiver": "c", "matchers": ["team=db"]},
         ],
     }
@@ -196,10 +256,21 @@ def test_router_semantics() -> None:
 
 
 def test_contact_points_optional_integrations() -> None:
-    plain = {cp["name"]: [r["type"] for r in cp["receivers"]] for cp in alerting.contact_points()["contactPoints"]}
-    assert plain == {"api-webhook": ["webhook"], "emergency": ["email"], "ops": ["email"], "staff": ["email"], "it": ["email"]}
+    plain = {
+        cp["name"]: [r["type"] for r in cp["receivers"]] for cp in alerting.contact_points()["contactPoints"]
+    }
+    assert plain == {
+        "api-webhook": ["webhook"],
+        "emergency": ["email"],
+        "ops": ["email"],
+        "staff": ["email"],
+        "it": ["email"],
+    }
     env = {"INFRAWATCH_GRAFANA__PAGERDUTY_KEY": "k", "INFRAWATCH_GRAFANA__SLACK_WEBHOOK_URL": "u"}
-    on = {cp["name"]: [r["type"] for r in cp["receivers"]] for cp in alerting.contact_points(env)["contactPoints"]}
+    on = {
+        cp["name"]: [r["type"] for r in cp["receivers"]]
+        for cp in alerting.contact_points(env)["contactPoints"]
+    }
     assert on["emergency"] == ["email", "slack", "pagerduty"]
     assert on["ops"] == on["it"] == ["email", "slack"]
     assert on["staff"] == ["email"]

@@ -54,9 +54,7 @@ class Handler(BaseHTTPRequestHandler):
         status, out = 200, {}
         last = self.path.rstrip("/").split("/")[-1].split("?")[0]
         if self.command == "GET":
-            if self.path.endswith("/contact-points"):
-                out = [{"uid": u} for u in self.server.known]  # type: ignore[assignment]
-            elif self.path.endswith("/alert-rules"):
+            if self.path.endswith("/contact-points") or self.path.endswith("/alert-rules"):
                 out = [{"uid": u} for u in self.server.known]  # type: ignore[assignment]
             elif last not in self.server.known:
                 status, out = 404, {"message": "not found"}
@@ -67,7 +65,9 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    do_GET = do_POST = do_PUT = do_DELETE = _reply
+
+for _method in ("GET", "POST", "PUT", "DELETE"):  # BaseHTTPRequestHandler dispatches on do_<METHOD>
+    setattr(Handler, f"do_{_method}", Handler._reply)
 
 
 def serve(known: set[str]) -> Iterator[FakeGrafana]:
@@ -104,7 +104,9 @@ def settings(url: str, **grafana: Any) -> Settings:
         "it_email": "it@example.org",
     }
     s = Settings(_env_file=None)  # type: ignore[call-arg]
-    influx = s.influx.model_copy(update={"grafana_password": SecretStr("reader-pw"), "url": "http://influx:8086"})
+    influx = s.influx.model_copy(
+        update={"grafana_password": SecretStr("reader-pw"), "url": "http://influx:8086"}
+    )
     return s.model_copy(update={"grafana": GrafanaSettings(**{**base, **grafana}), "influx": influx})
 
 
@@ -121,8 +123,13 @@ def test_first_sync_creates_everything_in_order(fresh: FakeGrafana) -> None:
     kinds = ["datasources", "folders", "dashboards", "provisioning"]
     assert [k for k in dict.fromkeys(order) if k in kinds] == kinds
     ds = next(r.body for r in reqs if (r.method, r.path) == ("POST", "/api/datasources"))
-    assert ds["uid"] == DATASOURCE_UID and ds["type"] == "influxdb"
-    assert (ds["url"], ds["user"], ds["secureJsonData"]) == ("http://influx:8086", "grafana", {"password": "reader-pw"})
+    assert ds["uid"] == DATASOURCE_UID
+    assert ds["type"] == "influxdb"
+    assert (ds["url"], ds["user"], ds["secureJsonData"]) == (
+        "http://influx:8086",
+        "grafana",
+        {"password": "reader-pw"},
+    )
     assert ds["jsonData"]["version"] == "InfluxQL"
     folders = {r.body["uid"]: r.body["title"] for r in reqs if (r.method, r.path) == ("POST", "/api/folders")}
     assert folders == {v: k for k, v in FOLDERS.items()}
@@ -131,23 +138,44 @@ def test_first_sync_creates_everything_in_order(fresh: FakeGrafana) -> None:
         (d["uid"], FOLDERS[rel.split("/")[0]], True) for rel, d in dashboards().items()
     }
     tpl = next(r for r in reqs if r.path.startswith("/api/v1/provisioning/templates/"))
-    assert tpl.method == "PUT" and tpl.path.endswith("/infrawatch") and 'define "iw.title"' in tpl.body["template"]
-    cps = {r.body["uid"]: r.body for r in reqs if (r.method, r.path) == ("POST", "/api/v1/provisioning/contact-points")}
-    assert set(cps) == {"iw-api-webhook", "iw-emergency-email", "iw-ops-email", "iw-staff-email", "iw-it-email"}
+    assert tpl.method == "PUT"
+    assert tpl.path.endswith("/infrawatch")
+    assert 'define "iw.title"' in tpl.body["template"]
+    cps = {
+        r.body["uid"]: r.body
+        for r in reqs
+        if (r.method, r.path) == ("POST", "/api/v1/provisioning/contact-points")
+    }
+    assert set(cps) == {
+        "iw-api-webhook",
+        "iw-emergency-email",
+        "iw-ops-email",
+        "iw-staff-email",
+        "iw-it-email",
+    }
     hook = cps["iw-api-webhook"]["settings"]
     assert (hook["url"], hook["authorization_scheme"], hook["authorization_credentials"]) == (
         "http://api.local/api/v1/alerts/webhook", "Bearer", "hook-secret",
     )  # fmt: skip
     assert cps["iw-staff-email"]["settings"]["addresses"] == "staff@example.org"
     assert not any("${" in json.dumps(c) for c in cps.values())  # every variable resolved
-    rules = {r.body["uid"]: r.body for r in reqs if (r.method, r.path) == ("POST", "/api/v1/provisioning/alert-rules")}
+    rules = {
+        r.body["uid"]: r.body
+        for r in reqs
+        if (r.method, r.path) == ("POST", "/api/v1/provisioning/alert-rules")
+    }
     assert set(rules) == {r["uid"] for r in alerting.all_rules()}
     assert all(r["folderUID"] == FOLDERS["Alerting"] and r["ruleGroup"] for r in rules.values())
     assert "$timeFilter" in rules["iw-risk-high"]["data"][0]["model"]["query"]  # queries travel unexpanded
     groups = {r.path.split("/")[-1]: r.body for r in reqs if "/rule-groups/" in r.path}
-    assert {g: b["interval"] for g, b in groups.items()} == {"incidents": 60, "maintenance": 300, "system": 60}
+    assert {g: b["interval"] for g, b in groups.items()} == {
+        "incidents": 60,
+        "maintenance": 300,
+        "system": 60,
+    }
     policy = next(r for r in reqs if r.path == "/api/v1/provisioning/policies")
-    assert policy.method == "PUT" and policy.body["receiver"] == "ops"
+    assert policy.method == "PUT"
+    assert policy.body["receiver"] == "ops"
     assert policy.body["routes"][0] == {**alerting.policies()["policies"][0]["routes"][0]}
     assert "created datasource infrawatch-influx" in report.lines()
 
@@ -167,8 +195,18 @@ def test_second_sync_updates_what_exists(existing: FakeGrafana) -> None:
 
 
 def test_optional_integrations_join_only_when_set(fresh: FakeGrafana) -> None:
-    sync.sync(settings(url(fresh), slack_webhook_url=SecretStr("https://hooks.example/T/B"), pagerduty_key=SecretStr("pd-key")))
-    cps = {r.body["uid"]: r.body for r in fresh.requests if (r.method, r.path) == ("POST", "/api/v1/provisioning/contact-points")}
+    sync.sync(
+        settings(
+            url(fresh),
+            slack_webhook_url=SecretStr("https://hooks.example/T/B"),
+            pagerduty_key=SecretStr("pd-key"),
+        )
+    )
+    cps = {
+        r.body["uid"]: r.body
+        for r in fresh.requests
+        if (r.method, r.path) == ("POST", "/api/v1/provisioning/contact-points")
+    }
     assert cps["iw-emergency-pagerduty"]["settings"]["integrationKey"] == "pd-key"
     assert cps["iw-emergency-slack"]["settings"]["url"] == "https://hooks.example/T/B"
     assert cps["iw-ops-slack"]["name"] == "ops"
@@ -191,11 +229,13 @@ def test_missing_secrets_say_what_to_set(fresh: FakeGrafana, tmp_path: Path) -> 
 
 
 def test_unreachable_grafana_is_a_user_error() -> None:
-    with pytest.raises(UserError, match="unreachable|refused"):
+    with pytest.raises(UserError, match=r"unreachable|refused"):
         sync.sync(settings("http://127.0.0.1:9", timeout_s=2))
 
 
-def test_cli_sync_and_check(fresh: FakeGrafana, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_sync_and_check(
+    fresh: FakeGrafana, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     env = {
         "INFRAWATCH_GRAFANA__URL": url(fresh),
         "INFRAWATCH_GRAFANA__TOKEN": "cli-token",
@@ -210,6 +250,7 @@ def test_cli_sync_and_check(fresh: FakeGrafana, monkeypatch: pytest.MonkeyPatch,
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     assert cli.main(["grafana", "sync"]) == 0
-    assert fresh.requests and fresh.requests[0].headers["Authorization"] == "Bearer cli-token"
+    assert fresh.requests
+    assert fresh.requests[0].headers["Authorization"] == "Bearer cli-token"
     assert "created alert rule iw-risk-critical" in capsys.readouterr().out
     assert cli.main(["grafana", "check"]) == 0

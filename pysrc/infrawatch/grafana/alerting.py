@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping
 from typing import Any
 
-from infrawatch.grafana.common import DATASOURCE_UID, FOLDERS, ONLINE_WINDOW, QUALITY_LIMITS
+from infrawatch.grafana.common import DATASOURCE_UID, FOLDERS, QUALITY_LIMITS
 
 Json = dict[str, Any]
 RULE_FOLDER = "Alerting"
@@ -138,7 +138,8 @@ def _risk_rule(level: str, low: float, high: float) -> Json:
         data,
         category="incident",
         severity=level,
-        summary=f"{level.upper()} risk at {{{{ $labels.sensor_id }}}} ({{{{ $labels.kind }}}}, zone {{{{ $labels.zone }}}}, site {{{{ $labels.site }}}})",
+        summary=f"{level.upper()} risk at {{{{ $labels.sensor_id }}}} ({{{{ $labels.kind }}}}, zone "
+        f"{{{{ $labels.zone }}}}, site {{{{ $labels.site }}}})",
         description=(
             "Highest scores, last 20 min: " + "".join(shown) + "— location and the model's explanation: "
             "the sensor dashboard (dashboard_url); the API's alert history keeps the alert message."
@@ -154,7 +155,8 @@ def quality_rule() -> Json:
         data.append(
             query(
                 f"{ref_id}Q",
-                f'SELECT last("{field}") FROM "raw"."reading" WHERE $timeFilter AND "kind" = \'water_quality\' '
+                f'SELECT last("{field}") FROM "raw"."reading" WHERE $timeFilter AND "kind" = '
+                f"'water_quality' "
                 f"GROUP BY {TAGS}",
                 1800,
             )
@@ -172,7 +174,8 @@ def quality_rule() -> Json:
         data,
         category="incident",
         severity="high",
-        summary="Water-quality limit breached at {{ $labels.sensor_id }} (site {{ $labels.site }}, zone {{ $labels.zone }})",
+        summary="Water-quality limit breached at {{ $labels.sensor_id }} (site {{ $labels.site }}, "
+        "zone {{ $labels.zone }})",
         description=(
             "Latest pH {{ $values.PH.Value }} (limits 6.5–8.5), turbidity {{ $values.TU.Value }} NTU "
             "(max 5), chlorine {{ $values.CL.Value }} mg/L (max 5)."
@@ -197,7 +200,8 @@ def silent_rule() -> Json:
         [query("A", q, 86400), reduce("B", "A", "last"), threshold("C", "B", "lt", 0.1)],
         category="maintenance",
         severity="warning",
-        summary="{{ $labels.sensor_id }} silent for 30 min (site {{ $labels.site }}, zone {{ $labels.zone }})",
+        summary="{{ $labels.sensor_id }} silent for 30 min (site {{ $labels.site }}, zone {{ "
+        "$labels.zone }})",
         description="No scored reading in the last 30 minutes; it reported within the last day.",
         runbook="sensor-silent",
         for_="5m",
@@ -227,7 +231,8 @@ def stalled_rule() -> Json:
         category="system",
         severity="critical",
         summary="No readings stored in the last 5 minutes",
-        description="The workers wrote nothing (or reported nothing) for 5 minutes: check the workers, the broker and InfluxDB.",
+        description="The workers wrote nothing (or reported nothing) for 5 minutes: check the "
+        "workers, the broker and InfluxDB.",
         runbook="ingest-stalled",
         no_data="Alerting",  # no pipeline points at all is the worst case of a stall
         dashboard="iw-pipeline",
@@ -244,7 +249,8 @@ def lagging_rule() -> Json:
         category="system",
         severity="high",
         summary="Worker {{ $labels.worker }}: p95 lag {{ $values.B.Value }} ms",
-        description="Readings take over 2 minutes from sensor to InfluxDB (backlog, spool draining, overload).",
+        description="Readings take over 2 minutes from sensor to InfluxDB (backlog, spool draining, "
+        "overload).",
         runbook="ingest-lagging",
         for_="2m",
         dashboard="iw-pipeline",
@@ -270,7 +276,8 @@ def dead_letter_rule() -> Json:
         category="system",
         severity="high",
         summary="Worker {{ $labels.worker }}: {{ $values.B.Value }} dead letters in 10 min",
-        description="Malformed, oversized or rate-limited messages are rising: see the reasons on the pipeline dashboard.",
+        description="Malformed, oversized or rate-limited messages are rising: see the reasons on "
+        "the pipeline dashboard.",
         runbook="dead-letters",
         dashboard="iw-pipeline",
         link="/d/iw-pipeline/pipeline-health?var-worker={{ $labels.worker }}",
@@ -302,7 +309,9 @@ def all_rules() -> list[Json]:
 # ---------------------------------------------------------------- templates
 
 TEMPLATES = """{{ define "iw.title" -}}
-[{{ .Status | toUpper }}{{ if eq .Status "firing" }} {{ len .Alerts.Firing }}{{ end }}] {{ .CommonLabels.alertname }}{{ if .CommonLabels.zone }} · {{ .CommonLabels.zone }}{{ end }}
+[{{ .Status | toUpper }}{{ if eq .Status "firing" }} {{ len .Alerts.Firing }}{{ end }}]
+{{- " " }}{{ .CommonLabels.alertname }}
+{{- if .CommonLabels.zone }} · {{ .CommonLabels.zone }}{{ end }}
 {{- end }}
 
 {{ define "iw.alert" -}}

@@ -38,7 +38,7 @@ def _render(args: argparse.Namespace) -> int:
 
     from infrawatch.grafana import alerting, build
 
-    env = {v: "1" for v in alerting.enabled_optional(os.environ)}
+    env = dict.fromkeys(alerting.enabled_optional(os.environ), "1")
     extra = {"provisioning/alerting/contact-points.yaml": build._yaml(alerting.contact_points(env))}
     for p in build.write(args.out, extra):
         print(p)

@@ -245,7 +245,8 @@ def facility_overview() -> Json:
             "Active alerts by sensor",
             [
                 target(
-                    'SELECT last("risk") AS "risk", last("alert_type") AS "type", last("message") AS "message" '
+                    'SELECT last("risk") AS "risk", last("alert_type") AS "type", last("message") '
+                    'AS "message" '
                     'FROM "raw"."alert" WHERE $timeFilter AND "site" =~ /^$site$/ AND "zone" =~ /^$zone$/ '
                     'GROUP BY "sensor_id", "zone", "kind", "severity", "site"',
                     fmt="table",
@@ -309,7 +310,8 @@ def facility_overview() -> Json:
             "Zone summary",
             [
                 target(
-                    'SELECT count("risk") AS "sensors", max("risk") AS "max_risk", mean("risk") AS "mean_risk" '
+                    'SELECT count("risk") AS "sensors", max("risk") AS "max_risk", mean("risk") AS '
+                    '"mean_risk" '
                     f'FROM ({LATEST}) GROUP BY "zone"',
                     fmt="table",
                 )
@@ -325,7 +327,8 @@ def facility_overview() -> Json:
             [
                 target(
                     f'SELECT {tiered("max", "risk", "max")} FROM "$tier"."reading" WHERE $timeFilter '
-                    'AND "site" =~ /^$site$/ AND "zone" =~ /^$zone$/ GROUP BY time($__interval), "zone" fill(none)',
+                    'AND "site" =~ /^$site$/ AND "zone" =~ /^$zone$/ GROUP BY time($__interval), '
+                    '"zone" fill(none)',
                     alias="$tag_zone",
                 )
             ],
@@ -425,7 +428,8 @@ def sensor_detail() -> Json:
             [
                 target(
                     'SELECT last("location") AS "location", last("lat") AS "lat", last("lon") AS "lon" '
-                    'FROM "rollup_1h"."sensor" WHERE "sensor_id" = \'$sensor\' GROUP BY "site", "zone", "kind"',
+                    'FROM "rollup_1h"."sensor" WHERE "sensor_id" = \'$sensor\' GROUP BY "site", '
+                    '"zone", "kind"',
                     fmt="table",
                 )
             ],
@@ -442,7 +446,8 @@ def sensor_detail() -> Json:
             "enable": True,
             "iconColor": "red",
             "datasource": dict(DATASOURCE),
-            "query": 'SELECT "message", "severity" FROM "raw"."alert" WHERE $timeFilter AND "sensor_id" = \'$sensor\'',
+            "query": 'SELECT "message", "severity" FROM "raw"."alert" WHERE $timeFilter AND '
+            "\"sensor_id\" = '$sensor'",
             "textColumn": "message",
             "tagsColumn": "severity",
         }
@@ -454,7 +459,8 @@ def water_quality() -> Json:
     station = query_var(
         "station",
         "Station",
-        'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor_id" WHERE "kind" = \'water_quality\' AND "site" =~ /^$site$/',
+        'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor_id" WHERE "kind" = \'water_quality\' AND '
+        '"site" =~ /^$site$/',
     )
     where = (
         '$timeFilter AND "kind" = \'water_quality\' AND "site" =~ /^$site$/ AND "sensor_id" =~ /^$station$/'
@@ -530,7 +536,8 @@ def energy() -> Json:
     room = query_var(
         "room",
         "Room",
-        'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor_id" WHERE "kind" = \'energy\' AND "site" =~ /^$site$/',
+        'SHOW TAG VALUES FROM "reading" WITH KEY = "sensor_id" WHERE "kind" = \'energy\' AND "site" '
+        "=~ /^$site$/",
     )
     where = '$timeFilter AND "kind" = \'energy\' AND "site" =~ /^$site$/ AND "sensor_id" =~ /^$room$/'
     panels = [
@@ -578,7 +585,8 @@ def energy() -> Json:
             "Use by room (sum over the range)",
             [
                 target(
-                    f'SELECT sum("energy_kwh") AS "actual", sum("expected_kwh") AS "expected" FROM "raw"."reading" '
+                    f'SELECT sum("energy_kwh") AS "actual", sum("expected_kwh") AS "expected" FROM '
+                    f'"raw"."reading" '
                     f'WHERE {where} GROUP BY "sensor_id"',
                     fmt="table",
                 )

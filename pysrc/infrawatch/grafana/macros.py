@@ -98,7 +98,7 @@ def regex_escape(value: str) -> str:
     return _REGEX_SPECIAL.sub(lambda m: "\\" + m.group(0), value)
 
 
-def _format(var: Variable, values: list[str], fmt: str | None) -> str:
+def _format(var: Variable, values: list[str], fmt: str | None) -> str:  # noqa: PLR0911 - one return per Grafana format
     if fmt is None:
         # the InfluxDB data source's interpolateQueryExpr
         if not var.multi and not var.include_all:
@@ -135,7 +135,7 @@ def interpolate(text: str, variables: Mapping[str, Variable], *, from_ms: int, t
         if var is None:
             return m.group(0)
         value = var.value
-        if value == ALL or value == [ALL]:
+        if value in (ALL, [ALL]):
             if var.all_value is not None and fmt not in ("text", "queryparam"):
                 return var.all_value  # a custom all value is not formatted
             values = list(var.options)

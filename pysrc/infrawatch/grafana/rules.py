@@ -68,7 +68,7 @@ def _finite(v: float | None) -> bool:
     return v is not None and _math.isfinite(v)
 
 
-def reduce_values(
+def reduce_values(  # noqa: PLR0911 - one return per reducer, as Grafana's table
     values: list[float | None], reducer: str, mode: str = "strict", replace: float = 0.0
 ) -> float | None:
     if mode == "dropNN":
@@ -157,7 +157,7 @@ def _to_python(expression: str) -> str:
 def math_expression(expression: str, env: Mapping[str, list[Number]]) -> list[Number]:
     tree = ast.parse(_to_python(expression), mode="eval")
 
-    def ev(node: ast.AST) -> list[Number]:
+    def ev(node: ast.AST) -> list[Number]:  # noqa: PLR0911 - one return per node type
         if isinstance(node, ast.Expression):
             return ev(node.body)
         if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
@@ -260,7 +260,7 @@ def evaluate(rule: Mapping[str, Any], run: Runner, now_ms: int) -> Evaluation:
             out: Value = run(node, now_ms - int(rel["from"]) * 1000, now_ms - int(rel.get("to", 0)) * 1000)
         else:
             kind = model["type"]
-            deps = stack + (ref,)
+            deps = (*stack, ref)
             if kind == "reduce":
                 settings = model.get("settings") or {}
                 src = _series(value(model["expression"].lstrip("$"), deps), f"reduce {ref}")

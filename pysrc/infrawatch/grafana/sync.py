@@ -104,7 +104,7 @@ def contact_points(settings: Settings) -> list[Json]:
 
 
 def datasource(settings: Settings) -> Json:
-    ds = copy.deepcopy(build.datasources()["datasources"][0])
+    ds: Json = copy.deepcopy(build.datasources()["datasources"][0])
     ds["url"] = settings.grafana.influx_url or settings.influx.url
     ds["user"] = settings.influx.grafana_user
     ds["jsonData"]["dbName"] = settings.influx.database
@@ -135,32 +135,25 @@ class Report:
 
 
 def connect(settings: Settings) -> Any:
-    from grafana_client import GrafanaApi
+    from grafana_client.api import GrafanaApi  # noqa: PLC0415 - niquests is loaded only to sync
 
     return GrafanaApi.from_url(
         settings.grafana.url, credential=settings.grafana.auth(), timeout=settings.grafana.timeout_s
     )
 
 
-def sync(settings: Settings, api: Any | None = None, progress: Callable[[str], None] | None = None) -> Report:
-    from grafana_client.client import GrafanaClientError, GrafanaException
+def sync(  # noqa: PLR0912 - one straight sequence of objects, in dependency order
+    settings: Settings, api: Any | None = None, progress: Callable[[str], None] | None = None
+) -> Report:
+    from grafana_client.client import GrafanaClientError, GrafanaException  # noqa: PLC0415
 
     say = progress or (lambda _m: None)
     api = api if api is not None else connect(settings)
     report = Report()
 
-    def exists(get: Callable[[], Any]) -> bool:
+    def step(what: str, fn: Callable[..., Any], *args: Any) -> Any:
         try:
-            get()
-        except GrafanaClientError as e:
-            if e.status_code == 404:
-                return False
-            raise
-        return True
-
-    def step(what: str, fn: Callable[[], Any]) -> Any:
-        try:
-            return fn()
+            return fn(*args)
         except GrafanaException as e:
             raise SyncError(f"Grafana at {settings.grafana.url} refused {what}: {e}") from e
         except OSError as e:
@@ -168,77 +161,74 @@ def sync(settings: Settings, api: Any | None = None, progress: Callable[[str], N
                 f"Grafana at {settings.grafana.url} unreachable ({e}): check INFRAWATCH_GRAFANA__URL"
             ) from e
 
+    def exists(what: str, get: Callable[..., Any], *args: Any) -> bool:
+        try:
+            step(what, get, *args)
+        except SyncError as e:
+            cause = e.__cause__
+            if isinstance(cause, GrafanaClientError) and cause.status_code == 404:
+                return False
+            raise
+        return True
+
     ds = datasource(settings)
-    if step(
-        "the datasource lookup", lambda: exists(lambda: api.datasource.get_datasource_by_uid(DATASOURCE_UID))
-    ):
-        step("the datasource", lambda: api.datasource.update_datasource_by_uid(DATASOURCE_UID, ds))
+    if exists("the datasource lookup", api.datasource.get_datasource_by_uid, DATASOURCE_UID):
+        step("the datasource", api.datasource.update_datasource_by_uid, DATASOURCE_UID, ds)
         report.updated.append(f"datasource {DATASOURCE_UID}")
     else:
-        step("the datasource", lambda: api.datasource.create_datasource(ds))
+        step("the datasource", api.datasource.create_datasource, ds)
         report.created.append(f"datasource {DATASOURCE_UID}")
     say("datasource done")
 
     for title, uid in FOLDERS.items():
-        if step(f"folder {uid}", lambda uid=uid: exists(lambda: api.folder.get_folder(uid))):
-            continue
-        step(f"folder {uid}", lambda title=title, uid=uid: api.folder.create_folder(title, uid=uid))
-        report.created.append(f"folder {uid}")
+        if not exists(f"folder {uid}", api.folder.get_folder, uid):
+            step(f"folder {uid}", api.folder.create_folder, title, uid)
+            report.created.append(f"folder {uid}")
 
     for rel, d in dashboards().items():
         folder = rel.split("/")[0]
-        body = {
-            "dashboard": d,
-            "folderUid": FOLDERS[folder],
-            "overwrite": True,
-            "message": "infrawatch grafana sync",
-        }
-        step(f"dashboard {d['uid']}", lambda body=body: api.dashboard.update_dashboard(body))
+        body = {"dashboard": d, "folderUid": FOLDERS[folder], "overwrite": True, "message": "infrawatch sync"}
+        step(f"dashboard {d['uid']}", api.dashboard.update_dashboard, body)
         report.updated.append(f"dashboard {d['uid']}")
     say("dashboards done")
 
     ap = api.alertingprovisioning
     for t in alerting.templates()["templates"]:
-        step(
-            f"template {t['name']}",
-            lambda t=t: ap.create_or_update_template(t["name"], {"template": t["template"]}),
-        )
+        step(f"template {t['name']}", ap.create_or_update_template, t["name"], {"template": t["template"]})
         report.updated.append(f"template {t['name']}")
 
     existing = {c.get("uid") for c in step("the contact-point list", ap.get_contactpoints) or []}
     for cp in contact_points(settings):
         if cp["uid"] in existing:
-            step(f"contact point {cp['uid']}", lambda cp=cp: ap.update_contactpoint(cp["uid"], cp))
+            step(f"contact point {cp['uid']}", ap.update_contactpoint, cp["uid"], cp)
             report.updated.append(f"contact point {cp['uid']}")
         else:
-            step(f"contact point {cp['uid']}", lambda cp=cp: ap.create_contactpoint(cp))
+            step(f"contact point {cp['uid']}", ap.create_contactpoint, cp)
             report.created.append(f"contact point {cp['uid']}")
 
     have = {r.get("uid") for r in step("the alert-rule list", ap.get_alertrules_all) or []}
-    for r in alert_rules():
+    rules = alert_rules()
+    for r in rules:
         if r["uid"] in have:
-            step(f"alert rule {r['uid']}", lambda r=r: ap.update_alertrule(r["uid"], r))
+            step(f"alert rule {r['uid']}", ap.update_alertrule, r["uid"], r)
             report.updated.append(f"alert rule {r['uid']}")
         else:
-            step(f"alert rule {r['uid']}", lambda r=r: ap.create_alertrule(r))
+            step(f"alert rule {r['uid']}", ap.create_alertrule, r)
             report.created.append(f"alert rule {r['uid']}")
     for g in alerting.rule_groups()["groups"]:
         folder_uid = FOLDERS[g["folder"]]
-        rules = [r for r in alert_rules() if r["ruleGroup"] == g["name"]]
+        mine = [r for r in rules if r["ruleGroup"] == g["name"]]
         body = {
             "title": g["name"],
             "folderUid": folder_uid,
             "interval": _seconds(g["interval"]),
-            "rules": rules,
+            "rules": mine,
         }
-        step(
-            f"rule group {g['name']}",
-            lambda body=body, g=g, f=folder_uid: ap.update_rule_group(f, g["name"], body),
-        )
+        step(f"rule group {g['name']}", ap.update_rule_group, folder_uid, g["name"], body)
         report.updated.append(f"rule group {g['name']}")
     say("alert rules done")
 
     tree = {k: v for k, v in alerting.policies()["policies"][0].items() if k != "orgId"}
-    step("the notification policies", lambda: ap.set_notification_policy_tree(tree))
+    step("the notification policies", ap.set_notification_policy_tree, tree)
     report.updated.append("notification policies")
     return report

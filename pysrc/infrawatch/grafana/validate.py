@@ -80,7 +80,7 @@ def _overlap(a: dict[str, int], b: dict[str, int]) -> bool:
     )
 
 
-def check_dashboards(root: Path) -> list[str]:
+def check_dashboards(root: Path) -> list[str]:  # noqa: PLR0912 - one check per branch, read top to bottom
     problems: list[str] = []
     ds_uids = datasource_uids(root) | GRAFANA_UIDS
     uids: dict[str, str] = {}
@@ -131,7 +131,7 @@ def check_dashboards(root: Path) -> list[str]:
     return problems
 
 
-def check_alerting(root: Path, dashboards: dict[str, dict[str, Any]] | None = None) -> list[str]:
+def check_alerting(root: Path, dashboards: dict[str, dict[str, Any]] | None = None) -> list[str]:  # noqa: PLR0912 - one check per branch, read top to bottom
     problems: list[str] = []
     files = alerting(root)
     ds_uids = datasource_uids(root)
