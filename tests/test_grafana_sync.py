@@ -102,6 +102,7 @@ def settings(url: str, **grafana: Any) -> Settings:
         "ops_email": "ops@example.org",
         "staff_email": "staff@example.org",
         "it_email": "it@example.org",
+        "runbook_url": "https://wiki.example/rb.md",
     }
     s = Settings(_env_file=None)  # type: ignore[call-arg]
     influx = s.influx.model_copy(
@@ -167,6 +168,7 @@ def test_first_sync_creates_everything_in_order(fresh: FakeGrafana) -> None:
     assert set(rules) == {r["uid"] for r in alerting.all_rules()}
     assert all(r["folderUID"] == FOLDERS["Alerting"] and r["ruleGroup"] for r in rules.values())
     assert "$timeFilter" in rules["iw-risk-high"]["data"][0]["model"]["query"]  # queries travel unexpanded
+    assert rules["iw-battery-low"]["annotations"]["runbook_url"] == "https://wiki.example/rb.md#battery-low"
     groups = {r.path.split("/")[-1]: r.body for r in reqs if "/rule-groups/" in r.path}
     assert {g: b["interval"] for g, b in groups.items()} == {
         "incidents": 60,

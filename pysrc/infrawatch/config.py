@@ -128,6 +128,7 @@ class GrafanaSettings(BaseModel):
     slack_webhook_url: SecretStr | None = None  # optional integrations: on when set
     pagerduty_key: SecretStr | None = None
     teams_webhook_url: SecretStr | None = None
+    runbook_url: str | None = None  # where grafana/RUNBOOKS.md is published (alert annotations)
 
     def auth(self) -> str | tuple[str, str]:
         """The token, else (user, password); ConfigError says what to set."""

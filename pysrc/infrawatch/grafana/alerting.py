@@ -24,7 +24,9 @@ RULE_FOLDER = "Alerting"
 TEMPLATE_NAME = "infrawatch"
 TAGS = '"site", "kind", "sensor_id", "zone"'
 SENSOR_LINK = "/d/iw-sensor/sensor-detail?var-site={{ $labels.site }}&var-sensor={{ $labels.sensor_id }}"
-RUNBOOK = "https://github.com/infrawatch/infrawatch/blob/main/grafana/RUNBOOKS.md"
+# grafana/RUNBOOKS.md where ops staff can open it; `grafana sync` replaces the base with
+# INFRAWATCH_GRAFANA__RUNBOOK_URL when set (file provisioning does not interpolate annotations)
+RUNBOOK = "https://infrawatch.example/grafana/RUNBOOKS.md"
 
 
 def query(ref_id: str, q: str, seconds: int, to: int = 0) -> Json:
@@ -317,8 +319,10 @@ TEMPLATES = """{{ define "iw.title" -}}
 {{ define "iw.alert" -}}
 {{ if eq .Status "firing" }}🔴{{ else }}✅{{ end }} {{ .Annotations.summary }}
 {{ .Annotations.description }}
-Since {{ .StartsAt.Format "15:04 MST 2 Jan" }}{{ if .Annotations.dashboard_url }}
-Open: {{ .Annotations.dashboard_url }}{{ end }}{{ if .Annotations.runbook_url }}
+Since {{ .StartsAt.Format "15:04 MST 2 Jan" }}{{ if .DashboardURL }}
+Open: {{ .DashboardURL }}
+{{- if .Labels.sensor_id }}&var-site={{ .Labels.site }}&var-sensor={{ .Labels.sensor_id }}{{ end }}
+{{- end }}{{ if .Annotations.runbook_url }}
 Runbook: {{ .Annotations.runbook_url }}{{ end }}
 {{- end }}
 

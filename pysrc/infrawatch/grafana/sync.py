@@ -112,11 +112,16 @@ def datasource(settings: Settings) -> Json:
     return ds
 
 
-def alert_rules() -> list[Json]:
+def alert_rules(runbook_url: str | None = None) -> list[Json]:
     out = []
     for g in alerting.rule_groups()["groups"]:
         for r in g["rules"]:
-            out.append({**r, "folderUID": FOLDERS[g["folder"]], "ruleGroup": g["name"], "orgID": 1})
+            rule = {**r, "folderUID": FOLDERS[g["folder"]], "ruleGroup": g["name"], "orgID": 1}
+            if runbook_url:
+                notes = dict(rule["annotations"])
+                notes["runbook_url"] = notes["runbook_url"].replace(alerting.RUNBOOK, runbook_url, 1)
+                rule["annotations"] = notes
+            out.append(rule)
     return out
 
 
@@ -207,7 +212,7 @@ def sync(  # noqa: PLR0912 - one straight sequence of objects, in dependency ord
             report.created.append(f"contact point {cp['uid']}")
 
     have = {r.get("uid") for r in step("the alert-rule list", ap.get_alertrules_all) or []}
-    rules = alert_rules()
+    rules = alert_rules(settings.grafana.runbook_url)
     for r in rules:
         if r["uid"] in have:
             step(f"alert rule {r['uid']}", ap.update_alertrule, r["uid"], r)
