@@ -15,7 +15,9 @@ rollups backfilled. Then, as the `grafana` reader:
 
 from __future__ import annotations
 
+import io
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,12 +25,16 @@ from typing import Any
 import pytest
 from tests import grafana_world
 from tests.grafana_world import HOURS, MINUTE, NS, World
-from tests.utils.stack import start_stack
+from tests.utils.stack import Stack, start_stack
 
 from infrawatch.grafana import alerting, build, macros, rules
 from infrawatch.grafana.common import TIERS
+from infrawatch.grafana.dashboards import DEAD_LETTER_REASONS
 from infrawatch.grafana.validate import BUILTIN_VARS
 from infrawatch.ingest.influx_admin import InfluxClient, InfluxError
+from infrawatch.ingest.simulate import SimConfig, plan
+from infrawatch.ingest.stack import Stack as LocalStack
+from infrawatch.ingest.stack import StackOptions
 
 pytestmark = pytest.mark.integration
 ONLINE_NS = 30 * MINUTE
@@ -329,3 +335,43 @@ def test_the_reader_cannot_write(world: World, reader: InfluxClient) -> None:
 
 def test_fixture_paths_exist() -> None:
     assert Path(build.ROOT, "provisioning", "alerting", "rules.yaml").exists()
+
+
+def test_pipeline_panels(world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]) -> None:
+    # w-ok stored 100 readings per 10 s interval: 10 readings/s at its busiest
+    rates = one(panels, "iw-pipeline", "Rates (per second)")
+    assert max(r["written"] for r in rates) == pytest.approx(10.0)
+    assert rates[-1]["written"] == 0  # stalled now
+    assert one(panels, "iw-pipeline", "Workers reporting")[0]["workers"] == 1  # only w-bad reports now
+    reasons = one(panels, "iw-pipeline", "Dead letters by reason")
+    assert {k for r in reasons for k in r} == {"time", "sum_dead_letter_invalid_json"}  # no _total twins
+    written = [int(p.fields.get("dead_letter_invalid_json", 0)) for p in world.pipeline_lines]
+    assert sum(r["sum_dead_letter_invalid_json"] for r in reasons) == sum(written)
+    for tier in ("raw", "rollup_1m", "rollup_1h"):
+        lag = one(panels, "iw-pipeline", "Lag p50/p95/p99 (reading → stored)", tier=tier)
+        assert max(v for r in lag for k, v in r.items() if k != "time" and v is not None) == 300_000
+
+
+def test_no_reason_code_ends_in_l() -> None:
+    """The dead-letter panel's regex relies on it (see dashboards.DEAD_LETTER_REASONS)."""
+    docs = (build.ROOT.parent / "docs" / "reason-codes.md").read_text()
+    codes = set(re.findall(r"^\| `([a-z_]+)`", docs, re.M)) | {"rate_limited", "write_rejected"}
+    assert len(codes) > 10
+    assert not [c for c in codes if c.endswith("l")]
+    assert all(re.fullmatch(DEAD_LETTER_REASONS, f"dead_letter_{c}") for c in codes)
+    assert not re.fullmatch(DEAD_LETTER_REASONS, "dead_letter_invalid_json_total")
+
+
+def test_local_stack_writes_the_sensor_registry(stack: Stack) -> None:
+    """`infrawatch stack` writes its simulated facility's coordinates for the map."""
+    s = stack.settings
+    opts = StackOptions(
+        run_dir=s.run_dir, influx_port=stack.influx.port, broker_port=stack.broker.port, sensors=9
+    )  # same run directory: the same secrets
+    local = LocalStack(opts, out=io.StringIO())
+    local.write_sensor_registry()
+    rows = stack.rows('SELECT "lat", "lon", "location" FROM "rollup_1h"."sensor" GROUP BY *')
+    expected = [sl.sensor for sl in plan(SimConfig(sensors=9)).slots]
+    assert {(r["sensor_id"], r["kind"], r["zone"], r["lat"], r["lon"], r["location"]) for r in rows} == {
+        (x.sensor_id, x.kind, x.zone, x.lat, x.lon, x.location) for x in expected
+    }
