@@ -7,10 +7,16 @@ import sys
 from pathlib import Path
 
 
+def _root(args: argparse.Namespace) -> Path:
+    from infrawatch.grafana.build import ROOT
+
+    return Path(args.root) if args.root else ROOT
+
+
 def _build(args: argparse.Namespace) -> int:
     from infrawatch.grafana import build
 
-    for p in build.write(args.root):
+    for p in build.write(_root(args)):
         print(p)
     return 0
 
@@ -19,16 +25,16 @@ def _check(args: argparse.Namespace) -> int:
     from infrawatch.grafana import build, validate
     from infrawatch.grafana.errors import CheckError
 
-    problems = validate.check(args.root)
+    root = _root(args)
+    problems = validate.check(root)
     problems += [
-        f"{rel}: differs from the generator (run `infrawatch grafana build`)"
-        for rel in build.stale(args.root)
+        f"{rel}: differs from the generator (run `infrawatch grafana build`)" for rel in build.stale(root)
     ]
     for p in problems:
         print(p, file=sys.stderr)
     if problems:
-        raise CheckError(f"{len(problems)} problem(s) in {args.root}")
-    print(f"{args.root}: dashboards, datasource and alerting files are consistent", file=sys.stderr)
+        raise CheckError(f"{len(problems)} problem(s) in {root}")
+    print(f"{root}: dashboards, datasource and alerting files are consistent", file=sys.stderr)
     return 0
 
 
@@ -62,17 +68,15 @@ def _sync(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from infrawatch.grafana.build import ROOT
-
     g = sub.add_parser("grafana", help="Grafana dashboards, alert rules and contact points as code")
     gs = g.add_subparsers(dest="grafana_command", metavar="ACTION", required=True)
     b = gs.add_parser("build", help="write grafana/ from the generator (pysrc/infrawatch/grafana)")
-    b.add_argument("--root", type=Path, default=ROOT)
+    b.add_argument("--root", type=Path, help="the grafana/ directory (default: the repository's)")
     b.set_defaults(func=_build)
     c = gs.add_parser(
         "check", help="validate grafana/: uids, panel ids and grid, datasource refs, variables, alerting"
     )
-    c.add_argument("--root", type=Path, default=ROOT)
+    c.add_argument("--root", type=Path, help="the grafana/ directory (default: the repository's)")
     c.set_defaults(func=_check)
     r = gs.add_parser(
         "render",
