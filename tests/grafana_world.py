@@ -18,8 +18,8 @@ real ones): worker `w-ok` wrote 100 readings per 10 s from 70 to 20 minutes ago,
 letters each and a 400 ms p95 lag; worker `w-bad` reports from 70 minutes ago until now but
 writes nothing, and in the last 10 minutes has a 300 s p95 lag and 50 dead letters (`invalid_json`)
 per interval. So now the ingest is stalled, lagging at `w-bad` and its dead letters are rising,
-while 25 minutes ago all was well. The rollups are backfilled (the CQs' SELECT … INTO) over the
-last 6 hours.
+while 25 minutes ago all was well. The rollups are backfilled (the CQs' SELECT … INTO, at the
+production intervals 1m and 1h) over the last 6 hours.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
 from tests.utils import lineproto
-from tests.utils.stack import COARSE, FINE, Stack
+from tests.utils.stack import Stack
 
 from infrawatch import core, sim
 from infrawatch.detection.training import features
@@ -206,5 +206,7 @@ def build(stack: Stack) -> World:
         world.pipeline_lines = lineproto.parse(stats)
         w.write(stats)
         w.write(sensor_meta.sensor_lines(world.sensors, ts_ns=now), rp=sensor_meta.RETENTION_POLICY)
-    influx_admin.backfill(stack.settings, now - HOURS * 3600 * NS, now + NS, fine=FINE, coarse=COARSE)
+    # the production rollup intervals (1m, 1h), not the test schema's seconds: the tiers then hold
+    # what they hold in production, and the backfill takes a fraction of the time
+    influx_admin.backfill(stack.settings, now - HOURS * 3600 * NS, now + NS, fine="1m", coarse="1h")
     return world
