@@ -71,9 +71,7 @@ def _parse(
 def _go_time(t: dt.datetime, layout: str) -> str:
     table = {"15": "%H", "04": "%M", "MST": t.tzname() or "UTC", "2": str(t.day), "Jan": "%b"}
     parts = re.split(r"(15|04|MST|Jan|2)", layout)
-    return "".join(
-        t.strftime(table[p]) if p in table and p != "MST" and p != "2" else table.get(p, p) for p in parts
-    )
+    return "".join(t.strftime(table[p]) if p in {"15", "04", "Jan"} else table.get(p, p) for p in parts)
 
 
 def _truthy(v: Any) -> bool:
