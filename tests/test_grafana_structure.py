@@ -126,7 +126,7 @@ def _dollar_label(d: dict[str, Any]) -> None:
 
 
 def _gone_dashboard(d: dict[str, Any]) -> None:
-    _rule0(d)["annotations"]["__dashboardUid__"] = "gone"
+    _rule0(d)["panelId"] = 99
 
 
 def _nobody(d: dict[str, Any]) -> None:
@@ -150,7 +150,7 @@ def _renamed_define(d: dict[str, Any]) -> None:
         ("rules.yaml", _bad_condition, "condition 'Z' is not a refId"),
         ("rules.yaml", _bad_rule_ds, "'other' is not provisioned"),
         ("rules.yaml", _dollar_label, "holds '$'"),
-        ("rules.yaml", _gone_dashboard, "'gone' is not a provisioned dashboard"),
+        ("rules.yaml", _gone_dashboard, "panelId 99 is not a provisioned panel"),
         ("policies.yaml", _nobody, "'nobody' is not a contact point"),
         ("contact-points.yaml", _nope_template, "undefined template 'iw.nope'"),
         ("templates.yaml", _renamed_define, "undefined template 'iw.alert'"),

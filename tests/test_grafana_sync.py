@@ -168,7 +168,10 @@ def test_first_sync_creates_everything_in_order(fresh: FakeGrafana) -> None:
     assert set(rules) == {r["uid"] for r in alerting.all_rules()}
     assert all(r["folderUID"] == FOLDERS["Alerting"] and r["ruleGroup"] for r in rules.values())
     assert "$timeFilter" in rules["iw-risk-high"]["data"][0]["model"]["query"]  # queries travel unexpanded
-    assert rules["iw-battery-low"]["annotations"]["runbook_url"] == "https://wiki.example/rb.md#battery-low"
+    battery = rules["iw-battery-low"]["annotations"]
+    assert battery["runbook_url"] == "https://wiki.example/rb.md#battery-low"
+    assert (battery["__dashboardUid__"], battery["__panelId__"]) == ("iw-sensor", "3")  # the API's form
+    assert "dashboardUid" not in rules["iw-battery-low"]
     groups = {r.path.split("/")[-1]: r.body for r in reqs if "/rule-groups/" in r.path}
     assert {g: b["interval"] for g, b in groups.items()} == {
         "incidents": 60,

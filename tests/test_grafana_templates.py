@@ -168,7 +168,7 @@ def alert(
         "Labels": full,
         "Annotations": annotations(uid, labels, values),
         "StartsAt": T0,
-        "DashboardURL": f"https://grafana.example/d/{rule['annotations']['__dashboardUid__']}?orgId=1",
+        "DashboardURL": f"https://grafana.example/d/{rule['dashboardUid']}?orgId=1",
     }
 
 

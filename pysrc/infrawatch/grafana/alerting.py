@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from infrawatch.grafana.common import DATASOURCE_UID, FOLDERS, QUALITY_LIMITS
+from infrawatch.grafana.dashboards import dashboards
 
 Json = dict[str, Any]
 RULE_FOLDER = "Alerting"
@@ -87,8 +88,12 @@ def rule(
     for_: str = "0s",
     no_data: str = "OK",
     dashboard: str = "iw-sensor",
+    panel: str = "Verdicts",
     link: str = SENSOR_LINK,
 ) -> Json:
+    """A rule in the file-provisioning format: `dashboardUid`/`panelId` name the panel Grafana
+    links the alert to (its `.DashboardURL`/`.PanelURL`; the HTTP API takes them as the
+    `__dashboardUid__`/`__panelId__` annotations, see sync)."""
     return {
         "uid": uid,
         "title": title,
@@ -103,8 +108,9 @@ def rule(
             "description": description,
             "runbook_url": f"{RUNBOOK}#{runbook}",
             "dashboard_url": link,
-            "__dashboardUid__": dashboard,
         },
+        "dashboardUid": dashboard,
+        "panelId": panel_id(dashboard, panel),
         "isPaused": False,
     }
 
@@ -116,6 +122,11 @@ PROBABILITIES = (
     ("K", "contamination_probability"),
     ("N", "anomaly_score"),
 )
+
+
+def panel_id(dashboard_uid: str, title: str) -> int:
+    d = next(d for d in dashboards().values() if d["uid"] == dashboard_uid)
+    return int(next(p["id"] for p in d["panels"] if p["title"] == title))
 
 
 def _risk_rule(level: str, low: float, high: float) -> Json:
@@ -183,6 +194,7 @@ def quality_rule() -> Json:
             "(max 5), chlorine {{ $values.CL.Value }} mg/L (max 5)."
         ),
         runbook="quality-limit",
+        panel="Readings",
     )
 
 
@@ -206,6 +218,7 @@ def silent_rule() -> Json:
         "$labels.zone }})",
         description="No scored reading in the last 30 minutes; it reported within the last day.",
         runbook="sensor-silent",
+        panel="Battery and signal",
         for_="5m",
     )
 
@@ -221,6 +234,7 @@ def battery_rule() -> Json:
         summary="Battery {{ $values.B.Value }}% at {{ $labels.sensor_id }} (site {{ $labels.site }})",
         description="Replace or recharge the battery before the sensor goes silent (below 20%).",
         runbook="battery-low",
+        panel="Battery and signal",
     )
 
 
@@ -238,6 +252,7 @@ def stalled_rule() -> Json:
         runbook="ingest-stalled",
         no_data="Alerting",  # no pipeline points at all is the worst case of a stall
         dashboard="iw-pipeline",
+        panel="Rates (per second)",
         link="/d/iw-pipeline/pipeline-health",
     )
 
@@ -256,6 +271,7 @@ def lagging_rule() -> Json:
         runbook="ingest-lagging",
         for_="2m",
         dashboard="iw-pipeline",
+        panel="Lag p50/p95/p99 (reading → stored)",
         link="/d/iw-pipeline/pipeline-health?var-worker={{ $labels.worker }}",
     )
 
@@ -282,6 +298,7 @@ def dead_letter_rule() -> Json:
         "the pipeline dashboard.",
         runbook="dead-letters",
         dashboard="iw-pipeline",
+        panel="Dead letters by reason",
         link="/d/iw-pipeline/pipeline-health?var-worker={{ $labels.worker }}",
     )
 

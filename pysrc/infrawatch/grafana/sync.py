@@ -116,11 +116,17 @@ def alert_rules(runbook_url: str | None = None) -> list[Json]:
     out = []
     for g in alerting.rule_groups()["groups"]:
         for r in g["rules"]:
-            rule = {**r, "folderUID": FOLDERS[g["folder"]], "ruleGroup": g["name"], "orgID": 1}
+            rule = {k: v for k, v in r.items() if k not in ("dashboardUid", "panelId")}
+            rule |= {"folderUID": FOLDERS[g["folder"]], "ruleGroup": g["name"], "orgID": 1}
+            # the HTTP API's form of the file format's dashboardUid/panelId
+            notes = {
+                **r["annotations"],
+                "__dashboardUid__": r["dashboardUid"],
+                "__panelId__": str(r["panelId"]),
+            }
             if runbook_url:
-                notes = dict(rule["annotations"])
                 notes["runbook_url"] = notes["runbook_url"].replace(alerting.RUNBOOK, runbook_url, 1)
-                rule["annotations"] = notes
+            rule["annotations"] = notes
             out.append(rule)
     return out
 

@@ -135,7 +135,7 @@ def check_alerting(root: Path, dashboards: dict[str, dict[str, Any]] | None = No
     problems: list[str] = []
     files = alerting(root)
     ds_uids = datasource_uids(root)
-    dash_uids = {d["uid"] for d in (dashboards or load_dashboards(root)).values()}
+    panels = {(d["uid"], p["id"]) for d in (dashboards or load_dashboards(root)).values() for p in _panels(d)}
     for name, f in files.items():
         if f.get("apiVersion") != 1:
             problems.append(f"alerting/{name}: apiVersion {f.get('apiVersion')!r}, expected 1")
@@ -173,9 +173,11 @@ def check_alerting(root: Path, dashboards: dict[str, dict[str, Any]] | None = No
         for k, v in (r.get("labels") or {}).items():
             if "$" in str(v) or "$" in k:
                 problems.append(f"{where}: label {k} holds '$' (file provisioning would interpolate it)")
-        dash = (r.get("annotations") or {}).get("__dashboardUid__")
-        if dash and dash not in dash_uids:
-            problems.append(f"{where}: __dashboardUid__ {dash!r} is not a provisioned dashboard")
+        dash = r.get("dashboardUid")
+        if dash and (dash, r.get("panelId")) not in panels:
+            problems.append(
+                f"{where}: dashboardUid {dash!r} panelId {r.get('panelId')} is not a provisioned panel"
+            )
         for k in ("noDataState", "execErrState"):
             if r.get(k) not in {"NoData", "Alerting", "OK", "Error", "KeepLast"}:
                 problems.append(f"{where}: {k} {r.get(k)!r}")
