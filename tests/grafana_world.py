@@ -9,7 +9,7 @@ these incidents are planted on the last minutes:
   the burst model scores it CRITICAL;
 - `quality`: a water-quality station whose last three readings have pH 5.5 (the pipeline's hard
   limit makes them at least HIGH);
-- `silent`: a water main that stopped sending 40 minutes ago;
+- `silent`: a water main that stopped sending 45 minutes ago;
 - `battery`: a water main whose battery reads 12% for the last hour;
 - `energy`: a room whose last two readings (15 min apart) use six times the energy (HIGH).
 
@@ -148,7 +148,7 @@ def _plant(fleets: dict[str, sim.SimData], end: int) -> tuple[dict[str, sim.SimD
     wf.fields["pressure_bar"][burst] *= 0.4
     low = (wf.sensor_index == battery) & (wf.timestamp_ns >= end - 60 * MINUTE)
     wf.fields["battery_level"][low] = 12.0
-    wf = wf.select(~((wf.sensor_index == silent) & (wf.timestamp_ns > end - 40 * MINUTE)))
+    wf = wf.select(~((wf.sensor_index == silent) & (wf.timestamp_ns > end - 45 * MINUTE)))
     q_rows = np.flatnonzero(wq.sensor_index == 0)[-3:]
     wq.fields["ph"][q_rows] = 5.5
     en = fleets["energy"]

@@ -115,7 +115,7 @@ def rule(
     }
 
 
-RISK_WINDOW_S = 1200
+RISK_WINDOW_S = 2400  # two energy intervals: a slow sensor's newest verdict never ages out between readings
 PROBABILITIES = (
     ("L", "leak_probability"),
     ("U", "burst_probability"),
@@ -130,10 +130,11 @@ def panel_id(dashboard_uid: str, title: str) -> int:
 
 
 def _risk_rule(level: str, low: float, high: float) -> Json:
-    # the latest verdict of the last RISK_WINDOW_S: longer than the slowest kind's interval (energy,
-    # 15 min), so every sensor's newest verdict is in it. One query per model score (a query with
-    # several value columns would give Grafana several series with the same labels), reduced to
-    # the highest of the window for the message.
+    # the latest verdict of the last RISK_WINDOW_S: twice the slowest kind's interval (energy,
+    # 15 min, plus clock jitter), so every sensor's newest verdict is in it and a page does not
+    # resolve between two readings; a fast sensor's newer verdict replaces it at once. One query
+    # per model score (a query with several value columns would give Grafana several series with
+    # the same labels), reduced to the highest of the window for the message.
     q = f'SELECT last("risk") AS "risk" FROM "raw"."reading" WHERE $timeFilter GROUP BY {TAGS}'
     data = [
         query("A", q, RISK_WINDOW_S),
@@ -154,7 +155,7 @@ def _risk_rule(level: str, low: float, high: float) -> Json:
         summary=f"{level.upper()} risk at {{{{ $labels.sensor_id }}}} ({{{{ $labels.kind }}}}, zone "
         f"{{{{ $labels.zone }}}}, site {{{{ $labels.site }}}})",
         description=(
-            "Highest scores, last 20 min: " + "".join(shown) + "— location and the model's explanation: "
+            "Highest scores, last 40 min: " + "".join(shown) + "— location and the model's explanation: "
             "the sensor dashboard (dashboard_url); the API's alert history keeps the alert message."
         ),
         runbook=f"risk-{level}",
