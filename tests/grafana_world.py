@@ -198,10 +198,11 @@ def _pipeline_points(now: int) -> bytes:
 
 
 def build(stack: Stack) -> World:
+    models = small_models()  # first: "now" panels read relative to InfluxDB's now()
     now = (time.time_ns() // NS) * NS
     end = now - 60 * NS  # the fleets' last readings a minute ago
     fleets, planted = _plant(_fleets(end), end)
-    pipe = core.Pipeline(models=small_models(), window=WINDOW)
+    pipe = core.Pipeline(models=models, window=WINDOW)
     world = World(stack, now, fleets, planted)
     with stack.client("writer") as w:
         for data in fleets.values():
