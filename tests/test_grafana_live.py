@@ -19,7 +19,6 @@ import io
 import json
 import re
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -337,10 +336,6 @@ def test_the_reader_cannot_write(world: World, reader: InfluxClient) -> None:
 
     with pytest.raises(InfluxError):
         reader.write(b"reading,site=x,kind=energy,sensor_id=X,zone=STANDARD risk=3i\n")
-
-
-def test_fixture_paths_exist() -> None:
-    assert Path(build.ROOT, "provisioning", "alerting", "rules.yaml").exists()
 
 
 def test_pipeline_panels(world: World, panels: dict[tuple[str, str, str, str], list[dict[str, Any]]]) -> None:
