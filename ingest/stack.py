@@ -22,9 +22,10 @@ from typing import TextIO
 from infrawatch.config import Settings, load_settings
 from infrawatch.detection.registry import KINDS, ModelRegistry
 from infrawatch.errors import UserError
-from infrawatch.ingest import broker_admin, influx_admin
+from infrawatch.ingest import broker_admin, influx_admin, sensor_meta
 from infrawatch.ingest.secrets import INFLUX_ROLES, local_settings
 from infrawatch.ingest.servers import ROOT, BrokerServer, InfluxServer, _port_open
+from infrawatch.ingest.simulate import SimConfig, plan
 
 GRAFANA_DIR = ROOT / "grafana"
 
@@ -169,6 +170,17 @@ class Stack:
             args += ["--gateways", str(self.opts.gateways)]
         self._spawn("simulate", [*args, *self.opts.extra_simulate_args])
         self.say(f"simulated facility: {self.opts.sensors} sensors across the three kinds")
+        self.write_sensor_registry()
+
+    def write_sensor_registry(self) -> None:
+        """The simulated sensors' coordinates as `sensor` points, for Grafana's facility map (the
+        simulator's layout is deterministic from its config, so the plan names the same sensors)."""
+        sensors = [
+            sl.sensor for sl in plan(SimConfig(sensors=self.opts.sensors, gateways=self.opts.gateways)).slots
+        ]
+        with influx_admin.InfluxClient(self.settings, "writer") as c:
+            c.write(sensor_meta.sensor_lines(sensors), rp=sensor_meta.RETENTION_POLICY)
+        self.say(f"sensor registry: {len(sensors)} sensors with coordinates (measurement `sensor`)")
 
     # ------------------------------------------------------------------ status
     def status_line(self, client: influx_admin.InfluxClient) -> str:

@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     from infrawatch.ingest import commands as ingest_commands
 
     ingest_commands.add_parsers(sub)
+    from infrawatch.grafana import commands as grafana_commands
+
+    grafana_commands.add_parsers(sub)
     return parser
 
 

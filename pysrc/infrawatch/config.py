@@ -102,6 +102,46 @@ class WorkerSettings(BaseModel):
     max_keys: int = Field(10_000_000, ge=1)
 
 
+class GrafanaSettings(BaseModel):
+    """A running Grafana for `infrawatch grafana sync`, and the contact points' secrets.
+
+    The contact-point fields are also the environment variables Grafana's file provisioning
+    interpolates (`${INFRAWATCH_GRAFANA__API_WEBHOOK_TOKEN}`, …): one name for both ways in.
+    """
+
+    url: str = "http://127.0.0.1:3000"
+    token: SecretStr | None = None  # a service-account token (preferred) …
+    token_file: Path | None = None
+    user: str | None = None  # … or basic auth
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    timeout_s: float = Field(10.0, gt=0)
+    # the datasource URL Grafana uses to reach InfluxDB (default: influx.url)
+    influx_url: str | None = None
+    api_webhook_url: str | None = None  # the API's receiver, …/api/v1/alerts/webhook
+    api_webhook_token: SecretStr | None = None
+    api_webhook_token_file: Path | None = None
+    emergency_email: str | None = None
+    ops_email: str | None = None
+    staff_email: str | None = None
+    it_email: str | None = None
+    slack_webhook_url: SecretStr | None = None  # optional integrations: on when set
+    pagerduty_key: SecretStr | None = None
+    teams_webhook_url: SecretStr | None = None
+    runbook_url: str | None = None  # where grafana/RUNBOOKS.md is published (alert annotations)
+
+    def auth(self) -> str | tuple[str, str]:
+        """The token, else (user, password); ConfigError says what to set."""
+        if self.token is not None or self.token_file is not None:
+            return secret(self.token, self.token_file, "GRAFANA__TOKEN")
+        if self.user:
+            return (self.user, secret(self.password, self.password_file, "GRAFANA__PASSWORD"))
+        raise ConfigError(
+            "no Grafana credentials: set INFRAWATCH_GRAFANA__TOKEN(_FILE) to a service-account token, "
+            "or INFRAWATCH_GRAFANA__USER and INFRAWATCH_GRAFANA__PASSWORD(_FILE)"
+        )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFRAWATCH_", env_nested_delimiter="__", extra="ignore")
 
@@ -111,6 +151,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     broker: BrokerSettings = BrokerSettings()
     worker: WorkerSettings = WorkerSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
 
 
 def load_settings() -> Settings:
