@@ -48,6 +48,19 @@ _NOT_AUTHORIZED = (
 )  # MQTT 3.1.1 CONNACK 4/5, MQTT 5 "bad user name or password", "not authorized"
 
 
+class _NoTopicCallbacks:
+    """Stands in for paho's per-topic callback matcher: there are none, so nothing matches."""
+
+    def iter_match(self, topic: str) -> tuple[()]:
+        return ()
+
+    def __setitem__(self, key: str, value: object) -> None:
+        raise TypeError("the worker's MQTT client takes no per-topic callbacks; use on_message")
+
+
+_NO_TOPIC_CALLBACKS = _NoTopicCallbacks()
+
+
 class BrokerRefusedError(Exception):
     """The broker refused the worker's credentials or subscription; the message says what to set."""
 
@@ -194,6 +207,10 @@ class MqttSource:
         paho_client: paho.Client = client._client
         paho_client.manual_ack_set(True)
         paho_client.on_message = self._on_message
+        # private: paho looks every message's topic up in its per-topic callback trie
+        # (`message_callback_add`) before calling on_message — a tenth of the worker's event loop
+        # at a few thousand messages/s (py-spy). Neither aiomqtt nor the worker registers any.
+        paho_client._on_message_filtered = _NO_TOPIC_CALLBACKS  # type: ignore[assignment]
         self._paho = paho_client
         return client
 
