@@ -477,6 +477,9 @@ def build_parser() -> argparse.ArgumentParser:
     from infrawatch.ingest import commands as ingest_commands
 
     ingest_commands.add_parsers(sub)
+    from infrawatch.api import commands as api_commands
+
+    api_commands.add_parsers(sub)
     return parser
 
 
