@@ -113,6 +113,9 @@ class ApiSettings(BaseModel):
     webhook_token: SecretStr | None = None
     webhook_token_file: Path | None = None
     access_ttl_s: int = Field(900, ge=1)
+    # argon2id cost of new password hashes (pwdlib's defaults)
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_kib: int = Field(65536, ge=8)
     refresh_ttl_s: int = Field(14 * 86400, ge=1)
     # SQLAlchemy URL of the registry, users and alert history; default sqlite under run_dir
     db_url: str | None = None

@@ -21,7 +21,7 @@ from infrawatch.config import ApiSettings, InfluxSettings, Settings
 
 PASSWORD = "correct horse battery"
 WEBHOOK_TOKEN = "grafana-webhook-token"
-JWT_SECRET = "test-secret-of-thirty-two-bytes!"
+JWT_SECRET = "test-secret-of-sixty-four-bytes-so-hs512-forgeries-need-no-warn!"
 
 
 def api_settings(tmp: Path, base: Settings | None = None, **api: Any) -> Settings:
@@ -34,12 +34,16 @@ def api_settings(tmp: Path, base: Settings | None = None, **api: Any) -> Setting
             timeout_s=1.0,
         )
         base = Settings(run_dir=tmp, influx=influx)
-    section = ApiSettings(
-        jwt_secret=SecretStr(JWT_SECRET),
-        webhook_token=SecretStr(WEBHOOK_TOKEN),
-        db_url=f"sqlite:///{tmp / 'api.db'}",
+    fields: dict[str, Any] = {
+        "jwt_secret": SecretStr(JWT_SECRET),
+        "webhook_token": SecretStr(WEBHOOK_TOKEN),
+        "db_url": f"sqlite:///{tmp / 'api.db'}",
+        # cheap hashes: the tests log in dozens of times (production keeps pwdlib's cost)
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
         **api,
-    )
+    }
+    section = ApiSettings(**fields)
     return base.model_copy(update={"api": section, "model_dir": tmp / "models"})
 
 
@@ -70,7 +74,7 @@ class ApiHarness:
     # ------------------------------------------------------------------ principals
     def add_user(self, username: str, role: str, password: str = PASSWORD) -> int:
         with self.state.sessions() as s:
-            user = User(username=username, password_hash=security.hash_password(password), role=role)
+            user = User(username=username, password_hash=self.state.passwords.hash(password), role=role)
             s.add(user)
             s.commit()
             return user.id

@@ -10,7 +10,7 @@ from fastapi import FastAPI, Request, routing
 from fastapi.responses import JSONResponse
 
 from infrawatch import __version__, core
-from infrawatch.api import db
+from infrawatch.api import db, security
 from infrawatch.api.deps import AppState
 from infrawatch.api.routers import (
     alerts,
@@ -71,6 +71,7 @@ def create_app(settings: Settings, *, migrate: bool = True) -> FastAPI:
         jwt_key=a.jwt_key(),
         webhook_token=webhook,
         registry=registry,
+        passwords=security.Passwords(a.argon2_time_cost, a.argon2_memory_kib),
         pipeline=pipeline,
         bare_pipeline=core.Pipeline(window=2, limiter=None, limit_clock="arrival"),
         models=active,

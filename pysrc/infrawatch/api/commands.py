@@ -67,10 +67,12 @@ def _users_create(args: argparse.Namespace) -> int:
     settings = load_settings()
     engine = db.make_engine(settings.api.database_url(settings.run_dir))
     db.migrate(engine)
+    a = settings.api
+    passwords = security.Passwords(a.argon2_time_cost, a.argon2_memory_kib)
     with db.session_factory(engine)() as s:
         if s.scalar(select(User).where(User.username == args.username)) is not None:
             raise UserError(f"user {args.username!r} exists; change it through PATCH /api/v1/users/ID")
-        s.add(User(username=args.username, password_hash=security.hash_password(_password()), role=args.role))
+        s.add(User(username=args.username, password_hash=passwords.hash(_password()), role=args.role))
         s.commit()
     print(f"created {args.role} {args.username!r}", file=sys.stderr)
     return 0

@@ -38,6 +38,7 @@ class AppState:
     jwt_key: str
     webhook_token: str | None
     registry: ModelRegistry
+    passwords: security.Passwords
     _reader: InfluxClient | None = None
     _writer: InfluxWriter | None = None
     pipeline: core.Pipeline | None = None

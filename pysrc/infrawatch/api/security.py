@@ -24,24 +24,29 @@ from infrawatch.api.models import ApiKey, RefreshToken, RevokedAccess, User, utc
 
 ALGORITHM = "HS256"
 API_KEY_PREFIX = "iwk_"
-_hasher = PasswordHash((Argon2Hasher(),))
-# verified against when the user does not exist, so both cases take the same time
-_DUMMY_HASH = _hasher.hash("not-a-password")
 
 
 class AuthError(Exception):
     """Missing, invalid, expired or revoked credentials (→ 401)."""
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+class Passwords:
+    """argon2id with the configured cost (a stored hash carries its own parameters, so changing
+    the cost never locks anyone out)."""
 
+    def __init__(self, time_cost: int = 3, memory_kib: int = 65536) -> None:
+        self._hasher = PasswordHash((Argon2Hasher(time_cost=time_cost, memory_cost=memory_kib),))
+        # verified against when the user does not exist, so both cases take the same time
+        self._dummy = self._hasher.hash("not-a-password")
 
-def verify_password(password: str, hashed: str | None) -> bool:
-    if hashed is None:
-        _hasher.verify(password, _DUMMY_HASH)
-        return False
-    return _hasher.verify(password, hashed)
+    def hash(self, password: str) -> str:
+        return self._hasher.hash(password)
+
+    def verify(self, password: str, hashed: str | None) -> bool:
+        if hashed is None:
+            self._hasher.verify(password, self._dummy)
+            return False
+        return self._hasher.verify(password, hashed)
 
 
 def sha256(text: str) -> str:

@@ -27,7 +27,7 @@ def _tokens(state: State, db: Db, user: User, refresh: str) -> TokenOut:
 def token(state: State, db: Db, form: Annotated[OAuth2PasswordRequestForm, Depends()]) -> TokenOut:
     """Log in with username and password (form fields, OAuth2 password flow)."""
     user = db.scalar(select(User).where(User.username == form.username))
-    ok = security.verify_password(form.password, user.password_hash if user else None)
+    ok = state.passwords.verify(form.password, user.password_hash if user else None)
     if user is None or not ok or user.disabled:
         raise unauthorized("wrong username or password")
     refresh = security.issue_refresh(db, user, state.settings.api.refresh_ttl_s)

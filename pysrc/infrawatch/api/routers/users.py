@@ -6,8 +6,7 @@ from fastapi import APIRouter, Depends, HTTPException, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
-from infrawatch.api import security
-from infrawatch.api.deps import Db, Permit
+from infrawatch.api.deps import Db, Permit, State
 from infrawatch.api.models import User
 from infrawatch.api.schemas import UserIn, UserOut, UserPatch
 
@@ -27,8 +26,8 @@ def list_users(db: Db) -> list[UserOut]:
 
 
 @router.post("", status_code=201)
-def create_user(db: Db, body: UserIn) -> UserOut:
-    user = User(username=body.username, password_hash=security.hash_password(body.password), role=body.role)
+def create_user(state: State, db: Db, body: UserIn) -> UserOut:
+    user = User(username=body.username, password_hash=state.passwords.hash(body.password), role=body.role)
     db.add(user)
     try:
         db.commit()
@@ -44,10 +43,10 @@ def get_user(db: Db, user_id: int) -> UserOut:
 
 
 @router.patch("/{user_id}")
-def update_user(db: Db, user_id: int, body: UserPatch) -> UserOut:
+def update_user(state: State, db: Db, user_id: int, body: UserPatch) -> UserOut:
     user = _get(db, user_id)
     if body.password is not None:
-        user.password_hash = security.hash_password(body.password)
+        user.password_hash = state.passwords.hash(body.password)
     if body.role is not None:
         user.role = body.role
     if body.disabled is not None:
