@@ -44,10 +44,10 @@ def _broker(state: AppState) -> dict[str, Any]:
 
 def _workers(state: AppState) -> list[dict[str, Any]]:
     now = dt.datetime.now(dt.UTC)
+    # plain fields of the newest point (several last() selectors would report the range's start time)
     rows = state.reader.rows(
-        'SELECT last("received") AS received, last("written") AS written, '
-        'last("rate_limited") AS rate_limited, last("dead_letter") AS dead_letter '
-        'FROM "raw"."pipeline" WHERE time >= $t0 GROUP BY "worker"',
+        'SELECT "received", "written", "rate_limited", "dead_letter" FROM "raw"."pipeline" '
+        'WHERE time >= $t0 GROUP BY "worker" ORDER BY time DESC LIMIT 1',
         {"t0": reads.ns(now - dt.timedelta(hours=1))},
     )
     out = []
