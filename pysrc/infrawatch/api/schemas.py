@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import Path
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Role = Literal["admin", "scientist", "operator", "viewer"]
 Scope = Literal["read", "ingest"]
 Kind = Literal["water_flow", "water_quality", "energy"]
 Value = float | int | str | bool | None
+
+
+def _utc(t: dt.datetime) -> dt.datetime:
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+
+
+# the database keeps naive UTC; responses say so (RFC 3339 date-time needs the offset)
+Utc = Annotated[dt.datetime, AfterValidator(_utc)]
+# a database row id in a path (SQLite and PostgreSQL integers are 64-bit)
+RowId = Annotated[int, Path(ge=1, le=2**63 - 1)]
 ID = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
@@ -61,7 +72,7 @@ class UserOut(BaseModel):
     username: str
     role: Role
     disabled: bool
-    created_at: dt.datetime
+    created_at: Utc
 
 
 class ApiKeyIn(BaseModel):
@@ -74,8 +85,8 @@ class ApiKeyOut(BaseModel):
     name: str
     prefix: str
     scopes: list[Scope]
-    created_at: dt.datetime
-    revoked_at: dt.datetime | None
+    created_at: Utc
+    revoked_at: Utc | None
 
 
 class ApiKeyCreated(ApiKeyOut):
@@ -93,7 +104,7 @@ class SiteIn(BaseModel):
 class SiteOut(SiteIn):
     model_config = ConfigDict(from_attributes=True)
     id: str
-    created_at: dt.datetime
+    created_at: Utc
 
 
 class SensorBase(BaseModel):
@@ -132,7 +143,7 @@ class SensorOut(SensorBase):
     kind: Kind
     site_id: str
     zone: str
-    created_at: dt.datetime
+    created_at: Utc
 
 
 class SensorCreated(SensorOut):
@@ -151,7 +162,7 @@ class GatewayOut(BaseModel):
     id: str
     site_id: str
     description: str | None
-    created_at: dt.datetime
+    created_at: Utc
 
 
 class GatewayCreated(GatewayOut):
@@ -196,12 +207,12 @@ class AlertOut(BaseModel):
     summary: str
     labels: dict[str, Any]
     annotations: dict[str, Any]
-    starts_at: dt.datetime
-    ends_at: dt.datetime | None
-    received_at: dt.datetime
-    updated_at: dt.datetime
+    starts_at: Utc
+    ends_at: Utc | None
+    received_at: Utc
+    updated_at: Utc
     acknowledged_by: str | None
-    acknowledged_at: dt.datetime | None
+    acknowledged_at: Utc | None
     ack_note: str | None
 
 

@@ -12,7 +12,7 @@ from infrawatch.api import reads
 from infrawatch.api.deps import Db, Permit, Principal, State, WebhookToken
 from infrawatch.api.models import Alert, utcnow
 from infrawatch.api.routers.readings import time_range
-from infrawatch.api.schemas import AckIn, AlertEventOut, AlertOut, GrafanaWebhook, WebhookOut
+from infrawatch.api.schemas import AckIn, AlertEventOut, AlertOut, GrafanaWebhook, RowId, WebhookOut
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -94,7 +94,7 @@ def alert_events(
 
 
 @router.get("/{alert_id}", dependencies=[Depends(Permit("alerts:read"))])
-def get_alert(db: Db, alert_id: int) -> AlertOut:
+def get_alert(db: Db, alert_id: RowId) -> AlertOut:
     alert = db.get(Alert, alert_id)
     if alert is None:
         raise HTTPException(404, f"no alert {alert_id}")
@@ -103,7 +103,7 @@ def get_alert(db: Db, alert_id: int) -> AlertOut:
 
 @router.post("/{alert_id}/ack")
 def acknowledge(
-    db: Db, alert_id: int, body: AckIn, me: Annotated[Principal, Depends(Permit("alerts:ack"))]
+    db: Db, alert_id: RowId, body: AckIn, me: Annotated[Principal, Depends(Permit("alerts:ack"))]
 ) -> AlertOut:
     """Acknowledge an alert: who and when are recorded, with an optional note."""
     alert = db.get(Alert, alert_id)

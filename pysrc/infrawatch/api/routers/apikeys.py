@@ -10,7 +10,7 @@ from sqlalchemy import select
 from infrawatch.api import security
 from infrawatch.api.deps import Db, Permit, Principal
 from infrawatch.api.models import ApiKey, utcnow
-from infrawatch.api.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut
+from infrawatch.api.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyOut, RowId
 
 router = APIRouter(prefix="/apikeys", tags=["apikeys"])
 Admin = Annotated[Principal, Depends(Permit("apikeys:manage"))]
@@ -48,7 +48,7 @@ def create_key(db: Db, body: ApiKeyIn, me: Admin) -> ApiKeyCreated:
 
 
 @router.delete("/{key_id}", status_code=204)
-def revoke_key(db: Db, key_id: int, _: Admin) -> Response:
+def revoke_key(db: Db, key_id: RowId, _: Admin) -> Response:
     row = db.get(ApiKey, key_id)
     if row is None:
         raise HTTPException(404, f"no API key {key_id}")

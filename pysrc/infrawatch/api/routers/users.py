@@ -8,12 +8,12 @@ from sqlalchemy.exc import IntegrityError
 
 from infrawatch.api.deps import Db, Permit, State
 from infrawatch.api.models import User
-from infrawatch.api.schemas import UserIn, UserOut, UserPatch
+from infrawatch.api.schemas import RowId, UserIn, UserOut, UserPatch
 
 router = APIRouter(prefix="/users", tags=["users"], dependencies=[Depends(Permit("users:manage"))])
 
 
-def _get(db: Db, user_id: int) -> User:
+def _get(db: Db, user_id: RowId) -> User:
     user = db.get(User, user_id)
     if user is None:
         raise HTTPException(404, f"no user {user_id}")
@@ -38,12 +38,12 @@ def create_user(state: State, db: Db, body: UserIn) -> UserOut:
 
 
 @router.get("/{user_id}")
-def get_user(db: Db, user_id: int) -> UserOut:
+def get_user(db: Db, user_id: RowId) -> UserOut:
     return UserOut.model_validate(_get(db, user_id))
 
 
 @router.patch("/{user_id}")
-def update_user(state: State, db: Db, user_id: int, body: UserPatch) -> UserOut:
+def update_user(state: State, db: Db, user_id: RowId, body: UserPatch) -> UserOut:
     user = _get(db, user_id)
     if body.password is not None:
         user.password_hash = state.passwords.hash(body.password)
@@ -56,7 +56,7 @@ def update_user(state: State, db: Db, user_id: int, body: UserPatch) -> UserOut:
 
 
 @router.delete("/{user_id}", status_code=204)
-def delete_user(db: Db, user_id: int) -> Response:
+def delete_user(db: Db, user_id: RowId) -> Response:
     db.delete(_get(db, user_id))
     db.commit()
     return Response(status_code=204)
