@@ -10,7 +10,7 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, HTTPException, Response
 from fastapi.concurrency import run_in_threadpool
 
-from infrawatch.api import reads, report_pdf
+from infrawatch.api import reads
 from infrawatch.api.deps import Permit, State
 from infrawatch.api.schemas import ErrorOut
 
@@ -66,6 +66,9 @@ async def daily(
     if format == "csv":
         return Response(report_csv(data), media_type="text/csv")
     if format == "pdf":
+        # matplotlib loads on the first PDF, not with the service (a second of start-up)
+        from infrawatch.api import report_pdf  # noqa: PLC0415
+
         pdf = await run_in_threadpool(report_pdf.render, data)
         return Response(pdf, media_type="application/pdf")
     return data
