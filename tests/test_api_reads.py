@@ -299,8 +299,9 @@ def test_models_list_and_activate(world: tuple[Stack, ApiHarness, dict[str, Any]
         "water_quality", ens, {"metrics": {"test": {"f1": 0.7}}, "window": 60}, activate=False
     )
     listed = h.get("/api/v1/models", params={"kind": "water_quality"}, headers=hd["scientist"]).json()
-    assert [(m["version"], m["active"]) for m in listed] == [(v1.version, True), (v2.version, False)]
-    assert listed[1]["metrics"] == {"test": {"f1": 0.7}}
+    # (two versions saved within a second sort by their random suffix: compare by name)
+    assert {m["version"]: m["active"] for m in listed} == {v1.version: True, v2.version: False}
+    assert {m["version"]: m["metrics"] for m in listed}[v2.version] == {"test": {"f1": 0.7}}
     r = h.post(f"/api/v1/models/water_quality/{v2.version}/activate", headers=hd["scientist"])
     assert r.status_code == 200
     assert r.json()["active"] is True
