@@ -60,8 +60,8 @@ def upgrade() -> None:
         sa.Column("id", sa.String(128), primary_key=True),
         sa.Column("name", sa.String(255), nullable=False),
         sa.Column("description", sa.String(), nullable=True),
-        sa.Column("latitude", sa.Float(), nullable=True),
-        sa.Column("longitude", sa.Float(), nullable=True),
+        sa.Column("latitude", sa.Double(), nullable=True),
+        sa.Column("longitude", sa.Double(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
     )
     op.create_table(
@@ -90,15 +90,15 @@ def upgrade() -> None:
         ),
         sa.Column("zone", sa.String(128), nullable=False),
         sa.Column("location", sa.String(), nullable=True),
-        sa.Column("latitude", sa.Float(), nullable=True),
-        sa.Column("longitude", sa.Float(), nullable=True),
+        sa.Column("latitude", sa.Double(), nullable=True),
+        sa.Column("longitude", sa.Double(), nullable=True),
         sa.Column("thresholds", sa.JSON(), nullable=False),
         sa.Column("installed_at", sa.Date(), nullable=True),
         sa.Column("calibrated_at", sa.Date(), nullable=True),
         sa.Column(
             "gateway_id", sa.String(64), sa.ForeignKey("gateways.id", ondelete="SET NULL"), nullable=True
         ),
-        sa.Column("rate_per_s", sa.Float(), nullable=True),
+        sa.Column("rate_per_s", sa.Double(), nullable=True),
         sa.Column("created_at", sa.DateTime(), nullable=False),
     )
     op.create_table(
