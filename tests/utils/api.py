@@ -60,6 +60,14 @@ class ApiHarness:
     def request(self, method: str, url: str, **kw: Any) -> httpx.Response:
         return self.loop.run_until_complete(self.client.request(method, url, **kw))
 
+    def concurrently(self, method: str, url: str, bodies: list[dict[str, Any]]) -> list[httpx.Response]:
+        """One request per element of `bodies` (keyword arguments), all in flight at once."""
+
+        async def run() -> list[httpx.Response]:
+            return list(await asyncio.gather(*(self.client.request(method, url, **kw) for kw in bodies)))
+
+        return self.loop.run_until_complete(run())
+
     def get(self, url: str, **kw: Any) -> httpx.Response:
         return self.request("GET", url, **kw)
 

@@ -172,7 +172,12 @@ async def ingest(request: Request, state: State) -> IngestOut:
     async with state.pipeline_lock:
         _apply_rates(state, limiter, sensors)
         _refresh_models(state, pipeline)
-        out = pipeline.process(prep.payloads, prep.topics, received) if prep.payloads else None
+        # in a thread: the core releases the GIL, the event loop keeps serving reads meanwhile
+        out = (
+            await run_in_threadpool(pipeline.process, prep.payloads, prep.topics, received)
+            if prep.payloads
+            else None
+        )
         retry = [limiter.retry_after_s(sid, received) for sid in (out.rate_limited_sensors if out else [])]
         # messages without a sensor id are refused by the decoder whatever their topic; a pipeline
         # of their own keeps them off the real one (its limiter and rolling state)
