@@ -15,7 +15,8 @@ MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def make_engine(url: str) -> Engine:
-    kwargs: dict[str, Any] = {}
+    # a connection per concurrent request at most (the threadpool has 40 threads)
+    kwargs: dict[str, Any] = {"pool_size": 20, "max_overflow": 30, "pool_timeout": 10}
     if url.startswith("sqlite"):
         kwargs["connect_args"] = {"check_same_thread": False}  # sessions hop threadpool threads
         path = url.split("///", 1)[-1]
