@@ -53,7 +53,6 @@ def _readings_page(report: dict[str, Any]) -> Figure:
     fig = Figure(figsize=_A4)
     kinds = list(report["hourly"].items()) or [("no data", [])]
     axes = fig.subplots(len(kinds), 1, squeeze=False)[:, 0]
-    alert_hours = [a["time"][:13] for a in report["top_incidents"]]
     for ax, (kind, rows) in zip(axes, kinds, strict=True):
         ax.set_title(f"{kind}: hourly readings, alerts marked")
         if not rows:
@@ -62,7 +61,9 @@ def _readings_page(report: dict[str, Any]) -> Figure:
         hours = [int(r["time"][11:13]) for r in rows]
         for key in (k for k in rows[0] if k not in ("time", "max_risk")):
             ax.plot(hours, [r.get(key) for r in rows], marker="o", label=key)
-        for h in {int(t[11:13]) for t in alert_hours if t[:10] == rows[0]["time"][:10]}:
+        # this kind's alerts, as dashed lines at their hour
+        alert_hours = {int(a["time"][11:13]) for a in report["top_incidents"] if a.get("kind") == kind}
+        for h in alert_hours:
             ax.axvline(h, color="#c62828", alpha=0.5, linestyle="--")
         ax.set_xlim(0, 23)
         ax.set_xlabel("hour (UTC)")
