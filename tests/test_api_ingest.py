@@ -3,15 +3,17 @@ decoder's reason codes (422), the registry's per-sensor rate, and the readings s
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 
+import aiomqtt
 import pytest
 from tests.utils.api import ApiHarness, api_settings
 from tests.utils.stack import Stack, start_stack
 
 pytestmark = pytest.mark.integration
-Api = tuple[ApiHarness, dict[str, str]]
+Api = tuple[ApiHarness, dict[str, str], dict[str, str]]  # harness, ingest key, admin
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="module")
 def api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
-    h = ApiHarness(api_settings(tmp_path_factory.mktemp("api"), stack.settings))
+    settings = api_settings(
+        tmp_path_factory.mktemp("api"), stack.settings, broker_pid_file=stack.broker.pid_file
+    )
+    h = ApiHarness(settings)
     h.add_user("root", "admin")
     admin = h.bearer("root")
     assert h.post("/api/v1/sites", json={"id": "plant", "name": "Plant"}, headers=admin).status_code == 201
@@ -41,13 +46,13 @@ def api(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]
         r = h.post("/api/v1/sensors", json=body, headers=admin)
         assert r.status_code == 201, r.text
     try:
-        yield h, {"X-API-Key": h.add_key("ingest")}
+        yield h, {"X-API-Key": h.add_key("ingest")}, admin
     finally:
         h.close()
 
 
 def test_ten_readings_in_a_second_one_accepted(api: Api, stack: Stack) -> None:
-    h, key = api
+    h, key, _ = api
     # warm the app (first queries, the writer's connection): the burst measures the bucket only
     assert h.post("/api/v1/ingest", json={"sensor_id": "WARM", "flow": 1.0}, headers=key).status_code == 200
     bodies = [
@@ -79,7 +84,7 @@ def test_ten_readings_in_a_second_one_accepted(api: Api, stack: Stack) -> None:
 
 
 def test_per_sensor_rate_from_the_registry(api: Api, stack: Stack) -> None:
-    h, key = api
+    h, key, _ = api
     codes = [
         h.post(
             "/api/v1/ingest", json={"sensor_id": "FAST", "flow_rate_lps": float(i)}, headers=key
@@ -94,7 +99,7 @@ def test_per_sensor_rate_from_the_registry(api: Api, stack: Stack) -> None:
 
 
 def test_an_array_of_readings(api: Api, stack: Stack) -> None:
-    h, key = api
+    h, key, _ = api
     now = time.time()
     batch = [{"sensor_id": "BATCH", "timestamp": now - 10 + i, "flow_rate_lps": 10.0 + i} for i in range(5)]
     batch.append({"sensor_id": "GHOST", "flow_rate_lps": 1.0})
@@ -121,7 +126,7 @@ BAD = [
 
 
 def test_bad_payloads_get_reason_codes(api: Api, stack: Stack) -> None:
-    h, key = api
+    h, key, _ = api
     got = []
     for content, _ in BAD:
         r = h.post("/api/v1/ingest", content=content, headers={**key, "Content-Type": "application/json"})
@@ -132,7 +137,40 @@ def test_bad_payloads_get_reason_codes(api: Api, stack: Stack) -> None:
 
 
 def test_ingest_scope_required(api: Api) -> None:
-    h, _ = api
+    h, _, _ = api
     reader = {"X-API-Key": h.add_key("read")}
     assert h.post("/api/v1/ingest", json={"sensor_id": "S1", "flow": 1.0}, headers=reader).status_code == 403
     assert h.post("/api/v1/ingest", json={"sensor_id": "S1", "flow": 1.0}).status_code == 401
+
+
+async def _connect(stack: Stack, user: str, password: str) -> None:
+    b = stack.settings.broker
+    async with aiomqtt.Client(b.host, b.port, username=user, password=password, identifier=None) as c:
+        await c.publish(f"infrawatch/plant/water_flow/{user}/telemetry", b'{"flow": 1}', qos=1)
+
+
+def test_sensor_and_gateway_get_broker_credentials(api: Api, stack: Stack) -> None:
+    h, _, admin = api
+    body = {"id": "MQ1", "kind": "water_flow", "site_id": "plant", "broker_credentials": True}
+    r = h.post("/api/v1/sensors", json=body, headers=admin)
+    assert r.status_code == 201, r.text
+    password = r.json()["broker_password"]
+    assert len(password) >= 20
+    gw = h.post(
+        "/api/v1/gateways", json={"id": "GW1", "site_id": "plant", "broker_credentials": True}, headers=admin
+    )
+    assert gw.status_code == 201
+    assert gw.json()["broker_password"]
+    assert "topic write infrawatch/+/gateway/GW1/batch" in stack.settings.broker.acl_file.read_text()
+    # the API SIGHUPed the broker: the new sensor connects and publishes as itself
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            asyncio.run(_connect(stack, "MQ1", password))
+            break
+        except aiomqtt.MqttError:
+            assert time.monotonic() < deadline, "the broker never accepted the new sensor"
+            time.sleep(0.2)
+    with pytest.raises(aiomqtt.MqttError):
+        asyncio.run(_connect(stack, "MQ1", "not-its-password"))
+    assert h.get("/api/v1/sensors/MQ1", headers=admin).json()["kind"] == "water_flow"
