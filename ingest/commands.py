@@ -82,6 +82,8 @@ def _stack(args: argparse.Namespace) -> int:
         rate=args.rate,
         simulate=not args.no_simulate,
         train_candidates=args.train_candidates,
+        api_port=args.api_port,
+        api=not args.no_api,
     )
     return Stack(opts).run()
 
@@ -104,6 +106,8 @@ def add_parsers(sub: Any) -> None:
     st.add_argument("--rate", type=float, default=None, help="simulator rate (see `infrawatch simulate -h`)")
     st.add_argument("--no-simulate", action="store_true", help="servers and workers only")
     st.add_argument("--train-candidates", type=int, default=1, help="search size of first-run training")
+    st.add_argument("--api-port", type=int, default=8000, help="the HTTP API (`infrawatch api`)")
+    st.add_argument("--no-api", action="store_true", help="do not start the HTTP API")
     st.set_defaults(func=_stack)
 
     i = sub.add_parser("influx", help="InfluxDB schema: database, retention tiers, rollups, users")

@@ -23,7 +23,7 @@ from infrawatch.config import Settings, load_settings
 from infrawatch.detection.registry import KINDS, ModelRegistry
 from infrawatch.errors import UserError
 from infrawatch.ingest import broker_admin, influx_admin, sensor_meta
-from infrawatch.ingest.secrets import INFLUX_ROLES, local_settings
+from infrawatch.ingest.secrets import INFLUX_ROLES, ensure_secret, local_settings
 from infrawatch.ingest.servers import ROOT, BrokerServer, InfluxServer, _port_open
 from infrawatch.ingest.simulate import SimConfig, plan
 
@@ -43,6 +43,8 @@ class StackOptions:
     train_candidates: int = 1
     status_every_s: float = 2.0
     extra_simulate_args: list[str] = field(default_factory=list)
+    api: bool = True
+    api_port: int = 8000
 
 
 def stack_env(settings: Settings) -> dict[str, str]:
@@ -62,6 +64,12 @@ def stack_env(settings: Settings) -> dict[str, str]:
     }
     for r in INFLUX_ROLES:
         env[f"INFRAWATCH_INFLUX__{r.upper()}_PASSWORD_FILE"] = str(getattr(s.influx, f"{r}_password_file"))
+    # the HTTP API: its secrets (files), its database, the broker to SIGHUP after adding sensors
+    for name in ("jwt_secret_file", "webhook_token_file", "broker_pid_file", "db_url"):
+        value = getattr(s.api, name)
+        if value is not None:
+            env[f"INFRAWATCH_API__{name.upper()}"] = str(value)
+    env["INFRAWATCH_API__PORT"] = str(s.api.port)
     return env
 
 
@@ -89,6 +97,16 @@ class Stack:
             password_file=self.settings.broker.password_file,
             acl_file=self.settings.broker.acl_file,
         )
+        secret_dir = run_dir / "secrets"
+        api = self.settings.api.model_copy(
+            update={
+                "port": opts.api_port,
+                "jwt_secret_file": ensure_secret(secret_dir / "api-jwt"),
+                "webhook_token_file": ensure_secret(secret_dir / "api-webhook"),
+                "broker_pid_file": self.broker.pid_file,
+            }
+        )
+        self.settings = self.settings.model_copy(update={"api": api})
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.logs = run_dir / "logs"
 
@@ -161,6 +179,18 @@ class Stack:
                 {"INFRAWATCH_WORKER__ID": f"worker-{i + 1}", "INFRAWATCH_WORKER__PARTITION": f"{i}/{n}"},
             )
         self.say(f"{n} worker(s) started (logs in {self.logs})")
+
+    def start_api(self) -> None:
+        """`infrawatch api` as a child (it migrates its database first); first admin:
+        `infrawatch users create NAME` with run/stack.env loaded."""
+        port = self.opts.api_port
+        if _port_open("127.0.0.1", port):
+            raise UserError(f"port {port} for the HTTP API is taken: stop what holds it, or pass --api-port")
+        self._spawn("api", ["api", "serve", "--port", str(port)])
+        self.say(
+            f"HTTP API on http://127.0.0.1:{port} (docs at /docs; first admin: "
+            f"`infrawatch users create NAME` with {self.settings.run_dir / 'stack.env'} loaded)"
+        )
 
     def start_simulator(self) -> None:
         args = ["simulate", "--sensors", str(self.opts.sensors), "--pid-file", str(self.broker.pid_file)]
@@ -244,6 +274,8 @@ class Stack:
             self.start_servers()
             self.ensure_models()
             self.start_workers()
+            if self.opts.api:
+                self.start_api()
             if self.opts.simulate:
                 self.start_simulator()
             self.say(

@@ -480,6 +480,9 @@ def build_parser() -> argparse.ArgumentParser:
     from infrawatch.grafana import commands as grafana_commands
 
     grafana_commands.add_parsers(sub)
+    from infrawatch.api import commands as api_commands
+
+    api_commands.add_parsers(sub)
     return parser
 
 

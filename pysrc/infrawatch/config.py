@@ -142,6 +142,40 @@ class GrafanaSettings(BaseModel):
         )
 
 
+class ApiSettings(BaseModel):
+    """The FastAPI service (`infrawatch api`): auth, its SQL database, HTTP ingest."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    # HS256 signing key of the access tokens; the Grafana webhook's bearer token
+    jwt_secret: SecretStr | None = None
+    jwt_secret_file: Path | None = None
+    webhook_token: SecretStr | None = None
+    webhook_token_file: Path | None = None
+    access_ttl_s: int = Field(900, ge=1)
+    # argon2id cost of new password hashes (pwdlib's defaults)
+    argon2_time_cost: int = Field(3, ge=1)
+    argon2_memory_kib: int = Field(65536, ge=8)
+    refresh_ttl_s: int = Field(14 * 86400, ge=1)
+    # SQLAlchemy URL of the registry, users and alert history; default sqlite under run_dir
+    db_url: str | None = None
+    # HTTP ingest token bucket per sensor (a sensor's registry entry may override the rate)
+    ingest_rate_per_s: float = Field(1.0, gt=0)
+    ingest_burst: float = Field(1.0, gt=0)
+    ingest_max_keys: int = Field(1_000_000, ge=1)
+    # SIGHUPed after the API creates broker users for a new sensor or gateway
+    broker_pid_file: Path | None = None
+
+    def jwt_key(self) -> str:
+        return secret(self.jwt_secret, self.jwt_secret_file, "API__JWT_SECRET")
+
+    def webhook_key(self) -> str:
+        return secret(self.webhook_token, self.webhook_token_file, "API__WEBHOOK_TOKEN")
+
+    def database_url(self, run_dir: Path) -> str:
+        return self.db_url or f"sqlite:///{Path(run_dir).resolve() / 'api.db'}"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="INFRAWATCH_", env_nested_delimiter="__", extra="ignore")
 
@@ -152,6 +186,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     worker: WorkerSettings = WorkerSettings()
     grafana: GrafanaSettings = GrafanaSettings()
+    api: ApiSettings = ApiSettings()
 
 
 def load_settings() -> Settings:
