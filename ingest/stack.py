@@ -70,6 +70,11 @@ def stack_env(settings: Settings) -> dict[str, str]:
         if value is not None:
             env[f"INFRAWATCH_API__{name.upper()}"] = str(value)
     env["INFRAWATCH_API__PORT"] = str(s.api.port)
+    # Grafana's webhook contact point (file provisioning and `infrawatch grafana sync`) posts to
+    # this stack's API receiver with its token
+    env["INFRAWATCH_GRAFANA__API_WEBHOOK_URL"] = f"http://{s.api.host}:{s.api.port}/api/v1/alerts/webhook"
+    if s.api.webhook_token_file is not None:
+        env["INFRAWATCH_GRAFANA__API_WEBHOOK_TOKEN_FILE"] = str(s.api.webhook_token_file)
     return env
 
 
