@@ -16,26 +16,18 @@ p50/p95/p99 of the per-request latency over all rounds are printed and stored in
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from tests.utils.served_api import served_api
 from tests.utils.stack import Stack, start_stack
 
-from infrawatch.ingest.secrets import ensure_secret
-from infrawatch.ingest.servers import free_port
-from infrawatch.ingest.stack import stack_env
-
-ROOT = Path(__file__).resolve().parent.parent
 SENSORS = 1000
 MINUTES = 24 * 60
 CLIENTS = 50
@@ -71,47 +63,14 @@ def _load(stack: Stack, now_s: int) -> None:
 @pytest.fixture(scope="module")
 def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     stack = start_stack(tmp_path_factory.mktemp("api-bench") / "run")
-    proc = None
     try:
         now_s = int(time.time())
         t0 = time.perf_counter()
         _load(stack, now_s)
         print(f"\nloaded {SENSORS * MINUTES:,} readings in {time.perf_counter() - t0:.1f} s")
-        s = stack.settings
-        port = free_port()
-        api_settings = s.api.model_copy(
-            update={
-                "port": port,
-                "jwt_secret_file": ensure_secret(s.run_dir / "secrets" / "api-jwt"),
-                "webhook_token_file": ensure_secret(s.run_dir / "secrets" / "api-webhook"),
-            }
-        )
-        env = {
-            **os.environ,
-            **stack_env(s.model_copy(update={"api": api_settings})),
-            "PYTHONPATH": f"{ROOT / 'pysrc'}{os.pathsep}{ROOT}",
-            "INFRAWATCH_NEW_USER_PASSWORD": PASSWORD,
-        }
-        cli = [sys.executable, "-m", "infrawatch.cli"]
-        subprocess.run([*cli, "users", "create", "bench", "--role", "viewer"], env=env, check=True)
-        proc = subprocess.Popen([*cli, "api", "serve", "--log-level", "warning"], env=env)
-        base = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "the API exited"
-            assert time.monotonic() < deadline, "the API did not come up"
-            time.sleep(0.2)
-        tok = httpx.post(f"{base}/api/v1/auth/token", data={"username": "bench", "password": PASSWORD}).json()
-        yield Api(stack, base, {"Authorization": f"Bearer {tok['access_token']}"}, now_s)
+        with served_api(stack.settings, "bench", PASSWORD, role="viewer") as served:
+            yield Api(stack, served.base, served.auth, now_s)
     finally:
-        if proc is not None:
-            proc.terminate()
-            proc.wait(10)
         stack.close()
 
 
