@@ -12,7 +12,9 @@ MQTT 5 properties on every message (~20 µs each, a third of its per-message cos
 persistent session (clean session off) is all the worker needs; MQTT 5 is there for brokers that
 need Receive Maximum to send more than a few messages un-acknowledged. A message is stamped with the
 connection it arrived on: after a reconnect, packet ids of the old connection mean nothing, so its
-unacknowledged messages are not acked (the broker redelivers them instead).
+unacknowledged messages are not acked (the broker redelivers them instead). Two more private
+hooks trim paho's per-message cost: its socket reads go through `_BufferedSocket` (one `recv` for
+many packets), and its per-topic callback trie, which nobody fills, is not walked.
 """
 
 from __future__ import annotations
@@ -59,6 +61,44 @@ class _NoTopicCallbacks:
 
 
 _NO_TOPIC_CALLBACKS = _NoTopicCallbacks()
+
+
+class _BufferedSocket:
+    """paho's socket with reads served from one large `recv`.
+
+    paho reads a packet with three `recv` calls (command byte, length, rest) and one packet per
+    readable event, so every message costs three system calls and a turn of the event loop.
+    Behind this wrapper one `recv` takes whatever the kernel holds (up to `BUFSIZE`), and
+    `pending()` — which aiomqtt's read callback already consults for TLS sockets, reading on
+    while it is positive — hands out the buffered packets in the same callback. Everything else
+    (send, fileno, close, …) is the socket's own.
+    """
+
+    BUFSIZE = 1 << 16
+
+    def __init__(self, sock: Any) -> None:
+        self._sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    def recv(self, n: int) -> bytes:
+        buf, pos = self._buf, self._pos
+        if pos < len(buf):
+            chunk = buf[pos : pos + n]
+            self._pos = pos + len(chunk)
+            return chunk
+        data: bytes = self._sock.recv(max(n, self.BUFSIZE))
+        if len(data) <= n:
+            return data
+        self._buf, self._pos = data, n
+        return data[:n]
+
+    def pending(self) -> int:
+        inner = getattr(self._sock, "pending", None)
+        return len(self._buf) - self._pos + (inner() if inner is not None else 0)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sock, name)
 
 
 class BrokerRefusedError(Exception):
@@ -211,6 +251,17 @@ class MqttSource:
         # (`message_callback_add`) before calling on_message — a tenth of the worker's event loop
         # at a few thousand messages/s (py-spy). Neither aiomqtt nor the worker registers any.
         paho_client._on_message_filtered = _NO_TOPIC_CALLBACKS  # type: ignore[assignment]
+        # private: paho calls on_socket_open right after creating the socket, before it sends
+        # CONNECT; the buffered wrapper takes the socket's place for everything paho does with it
+        aiomqtt_on_open = paho_client.on_socket_open
+        assert aiomqtt_on_open is not None
+
+        def on_socket_open(c: paho.Client, userdata: Any, sock: Any) -> None:
+            buffered = _BufferedSocket(sock)
+            c._sock = buffered
+            aiomqtt_on_open(c, userdata, buffered)
+
+        paho_client.on_socket_open = on_socket_open
         self._paho = paho_client
         return client
 
