@@ -283,13 +283,19 @@ def bare(env: Env, loop_thread: LoopThread) -> Iterator[BareSubscriber]:
     close()
 
 
-@pytest.mark.parametrize("shape", ["single", "gateway"])
-def test_ceiling_mqtt_receive(benchmark: Any, env: Env, bare: BareSubscriber, shape: str) -> None:
-    benchmark.group = GROUP_SINGLE if shape == "single" else GROUP_GATEWAY
+def shape_round(env: Env, shape: str) -> tuple[str, list[tuple[str, str]], int, int, int]:
+    """A round of `shape` ("single" / "gateway"): its group, publishers, steps per publisher,
+    messages and readings — the same for a ceiling and the system, so their times compare."""
     users = env.sensors if shape == "single" else env.gateways
     steps = SINGLE_STEPS if shape == "single" else GATEWAY_STEPS
     n_msgs = len(users) * steps
     readings = n_msgs * (1 if shape == "single" else PER_GATEWAY)
+    return (GROUP_SINGLE if shape == "single" else GROUP_GATEWAY), users, steps, n_msgs, readings
+
+
+@pytest.mark.parametrize("shape", ["single", "gateway"])
+def test_ceiling_mqtt_receive(benchmark: Any, env: Env, bare: BareSubscriber, shape: str) -> None:
+    benchmark.group, users, steps, n_msgs, readings = shape_round(env, shape)
     pub_results: list[dict[str, float]] = []
     round_s: list[float] = []
     state: dict[str, Any] = {}
@@ -396,11 +402,7 @@ def worker(env: Env, loop_thread: LoopThread, bare: BareSubscriber) -> Iterator[
 
 
 def run_system(benchmark: Any, env: Env, worker: Worker, shape: str) -> None:
-    benchmark.group = GROUP_SINGLE if shape == "single" else GROUP_GATEWAY
-    users = env.sensors if shape == "single" else env.gateways
-    steps = SINGLE_STEPS if shape == "single" else GATEWAY_STEPS
-    n_msgs = len(users) * steps
-    readings = n_msgs * (1 if shape == "single" else PER_GATEWAY)
+    benchmark.group, users, steps, n_msgs, readings = shape_round(env, shape)
     pub_results: list[dict[str, float]] = []
     round_s: list[float] = []
     sites: list[str] = []
